@@ -1,0 +1,526 @@
+# cython: language_level=3
+"""Kernels of fastcollate: length scan, counting sort, row scatter, Python-list readers.
+
+This module does not import torch: it works on NumPy arrays, integer addresses and
+Python lists, so one build serves every torch version. The Python layer
+(:mod:`fastcollate.pack`) validates input and owns every policy; the functions here
+check only what they need to stay memory-safe, and raise instead of crashing.
+
+Layout (torch's ``PackedSequence``): samples sorted by length, descending (stable:
+ties keep input order); row ``t`` of the sample of sorted rank ``r`` lands at flat
+row ``offsets[t] + r`` where ``offsets[t] = sum(batch_sizes[:t])``.
+"""
+from cpython.long cimport PyLong_AsLongLong
+from cpython.float cimport PyFloat_AsDouble
+from cpython.complex cimport PyComplex_RealAsDouble, PyComplex_ImagAsDouble
+from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
+from cpython.object cimport PyObject
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t, INT64_MAX
+from libc.string cimport memcpy
+
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "Python.h":
+    bint PyLong_CheckExact(PyObject*)
+    bint PyFloat_CheckExact(PyObject*)
+    bint PyBool_Check(PyObject*)
+    bint PyComplex_CheckExact(PyObject*)
+    bint PyList_CheckExact(object)
+    bint PyTuple_CheckExact(object)
+    long long PyLong_AsLongLongAndOverflow(PyObject*, int*) except? -1
+    double PyFloat_AS_DOUBLE(PyObject*)
+
+# ---------------------------------------------------------------------------------------
+# Lengths, counting sort, batch_sizes
+# ---------------------------------------------------------------------------------------
+
+def sort_lengths(lengths, bint enforce_sorted=False):
+    """Counting-sort sample lengths, descending and stable, in O(B + T).
+
+    Parameters
+    ----------
+    lengths : array-like of int
+        Length of every sample; each must be >= 1.
+    enforce_sorted : bool
+        If true the lengths must already be non-increasing and no permutation is made.
+
+    Returns
+    -------
+    batch_sizes : ndarray of int64, shape (max_len,)
+        ``batch_sizes[t]`` is the number of samples longer than ``t``.
+    sorted_indices : ndarray of int64, shape (B,), or None
+        ``sorted_indices[r]`` is the input index of the sample of rank ``r``
+        (``None`` when ``enforce_sorted``).
+    unsorted_indices : ndarray of int64, shape (B,), or None
+        Its inverse: the rank of input sample ``i``.
+
+    Raises
+    ------
+    ValueError
+        Empty batch, a length < 1 (naming the index), or unsorted lengths with
+        ``enforce_sorted``.
+
+    Examples
+    --------
+    >>> bs, order, inverse = sort_lengths([2, 3, 2])
+    >>> bs.tolist(), order.tolist(), inverse.tolist()
+    ([3, 3, 1], [1, 0, 2], [1, 0, 2])
+    """
+    cdef cnp.ndarray arr = np.ascontiguousarray(lengths, dtype=np.int64)
+    if arr.ndim != 1:
+        raise ValueError(f"lengths must be one-dimensional, got shape {np.shape(lengths)}")
+    cdef const int64_t[::1] lens = arr
+    cdef Py_ssize_t B = lens.shape[0], i
+    if B == 0:
+        raise ValueError("cannot pack an empty batch: expected at least one sample")
+    cdef int64_t max_len = 0, l
+    for i in range(B):
+        l = lens[i]
+        if l < 1:
+            raise ValueError(f"sample {i} has length {l}: every sample must have length >= 1")
+        if l > max_len:
+            max_len = l
+    if enforce_sorted:
+        for i in range(1, B):
+            if lens[i] > lens[i - 1]:
+                raise ValueError(
+                    f"enforce_sorted=True but sample {i} (length {lens[i]}) is longer than "
+                    f"sample {i - 1} (length {lens[i - 1]}): sequences must be sorted by "
+                    "length in decreasing order, or pass enforce_sorted=False")
+    # counts[l] for l in 0..max_len, then suffix sums: bs_ext[t] = #samples with length > t
+    cdef cnp.ndarray bs_ext_arr = np.zeros(max_len + 1, dtype=np.int64)
+    cdef int64_t[::1] bs_ext = bs_ext_arr
+    cdef cnp.ndarray order_arr
+    cdef int64_t[::1] order
+    cdef int64_t t
+    with nogil:
+        for i in range(B):
+            bs_ext[lens[i] - 1] += 1           # counts shifted: bs_ext[l-1] = #len == l
+        for t in range(max_len - 2, -1, -1):    # suffix sum: #len >= t+1 == #len > t
+            bs_ext[t] += bs_ext[t + 1]
+    batch_sizes = bs_ext_arr[:max_len]
+    if enforce_sorted:
+        return batch_sizes, None, None
+    order_arr = np.empty(B, dtype=np.int64)
+    order = order_arr
+    cdef cnp.ndarray inverse_arr = np.empty(B, dtype=np.int64)
+    cdef int64_t[::1] inverse = inverse_arr
+    # samples of length l take ranks [#len > l, #len >= l) = [bs_ext[l], bs_ext[l-1]);
+    # bs_ext[max_len] == 0. A separate cursor array keeps batch_sizes intact.
+    cdef cnp.ndarray cursor_arr = np.empty(max_len + 1, dtype=np.int64)
+    cdef int64_t[::1] cursor = cursor_arr
+    with nogil:
+        for t in range(max_len):
+            cursor[t + 1] = bs_ext[t + 1]
+        cursor[0] = 0
+        for i in range(B):
+            l = lens[i]
+            order[cursor[l]] = i
+            inverse[i] = cursor[l]
+            cursor[l] += 1
+    return batch_sizes, order_arr, inverse_arr
+
+
+def offsets_of(const int64_t[::1] batch_sizes):
+    """Exclusive prefix sum of ``batch_sizes`` (the flat row where step ``t`` starts).
+
+    Returns an int64 array of ``len(batch_sizes) + 1`` entries; the last is the total.
+    """
+    cdef Py_ssize_t T = batch_sizes.shape[0], t
+    cdef cnp.ndarray out = np.empty(T + 1, dtype=np.int64)
+    cdef int64_t[::1] o = out
+    cdef int64_t acc = 0
+    with nogil:
+        for t in range(T):
+            o[t] = acc
+            acc += batch_sizes[t]
+        o[T] = acc
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Row scatter from contiguous sources
+# ---------------------------------------------------------------------------------------
+
+ctypedef struct u128:
+    uint64_t lo
+    uint64_t hi
+
+cdef inline void _copy_rows(char* dst, const char* src, Py_ssize_t row_bytes) noexcept nogil:
+    if row_bytes == 8:
+        (<uint64_t*>dst)[0] = (<const uint64_t*>src)[0]
+    elif row_bytes == 4:
+        (<uint32_t*>dst)[0] = (<const uint32_t*>src)[0]
+    elif row_bytes == 1:
+        dst[0] = src[0]
+    elif row_bytes == 2:
+        (<uint16_t*>dst)[0] = (<const uint16_t*>src)[0]
+    elif row_bytes == 16:
+        (<u128*>dst)[0] = (<const u128*>src)[0]
+    else:
+        memcpy(dst, src, row_bytes)
+
+
+cdef void _scatter_fixed(char* out, const uintptr_t* srcs, const int64_t* lens,
+                         const int64_t* offsets, Py_ssize_t B, Py_ssize_t row_bytes,
+                         int64_t block) noexcept nogil:
+    """Copy rank r's rows t0..t0+block-1, for every rank, then the next block of steps.
+
+    ``srcs``/``lens`` are already in rank order. Ranks are sorted by length, so the
+    ranks active at step t0 are a prefix; the loop over them stops at the first that
+    ended. Fixed row sizes are separate loops so the compiler emits one move per row.
+    """
+    cdef int64_t t0 = 0, t, tend, r, l, max_len = lens[0]
+    cdef const char* src
+    if row_bytes == 8:
+        while t0 < max_len:
+            for r in range(B):
+                l = lens[r]
+                if l <= t0:
+                    break
+                tend = t0 + block if t0 + block < l else l
+                src = <const char*>srcs[r]
+                if src == NULL:
+                    continue
+                for t in range(t0, tend):
+                    (<uint64_t*>out)[offsets[t] + r] = (<const uint64_t*>src)[t]
+            t0 += block
+    elif row_bytes == 4:
+        while t0 < max_len:
+            for r in range(B):
+                l = lens[r]
+                if l <= t0:
+                    break
+                tend = t0 + block if t0 + block < l else l
+                src = <const char*>srcs[r]
+                if src == NULL:
+                    continue
+                for t in range(t0, tend):
+                    (<uint32_t*>out)[offsets[t] + r] = (<const uint32_t*>src)[t]
+            t0 += block
+    else:
+        while t0 < max_len:
+            for r in range(B):
+                l = lens[r]
+                if l <= t0:
+                    break
+                tend = t0 + block if t0 + block < l else l
+                src = <const char*>srcs[r]
+                if src == NULL:
+                    continue
+                for t in range(t0, tend):
+                    _copy_rows(out + (offsets[t] + r) * row_bytes, src + t * row_bytes,
+                               row_bytes)
+            t0 += block
+
+
+def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes,
+            uintptr_t out_ptr, int64_t block=0):
+    """Write contiguous samples into the packed layout at address ``out_ptr``.
+
+    Low-level: the caller guarantees that sample ``i`` is ``lengths[i]`` contiguous rows
+    of ``row_bytes`` bytes at address ``src_ptrs[i]``, that the output buffer holds
+    ``sum(lengths) * row_bytes`` bytes, and that all of them stay alive during the call.
+    :func:`fastcollate.pack` does this for you; use this to fill a buffer you allocated
+    yourself (pinned, shared memory).
+
+    Parameters
+    ----------
+    src_ptrs : int64 array (B,)
+        Address of each sample's first row, in input order (0 for samples to skip).
+    lengths : int64 array (B,)
+        Rows of each sample, in input order.
+    sorted_indices : int64 array (B,) or None
+        Input index of each rank, from :func:`sort_lengths`; None if already sorted.
+    batch_sizes : int64 array (T,)
+        From :func:`sort_lengths`.
+    row_bytes : int
+        Bytes of one row (itemsize times the product of the trailing shape).
+    out_ptr : int
+        Address of the output buffer.
+    block : int
+        Time steps copied per sample before moving to the next; 0 picks by row size.
+
+    The GIL is released while copying.
+    """
+    cdef const int64_t[::1] ptrs_in = np.ascontiguousarray(src_ptrs, dtype=np.int64)
+    cdef const int64_t[::1] lens_in = np.ascontiguousarray(lengths, dtype=np.int64)
+    cdef const int64_t[::1] bs = np.ascontiguousarray(batch_sizes, dtype=np.int64)
+    cdef Py_ssize_t B = lens_in.shape[0], r, i, T = bs.shape[0]
+    if ptrs_in.shape[0] != B:
+        raise ValueError("src_ptrs and lengths differ in size")
+    if B == 0 or row_bytes <= 0:
+        return
+    cdef const int64_t[::1] order
+    cdef cnp.ndarray srcs_arr = np.empty(B, dtype=np.uintp)
+    cdef cnp.ndarray lens_arr = np.empty(B, dtype=np.int64)
+    cdef uintptr_t[::1] srcs = srcs_arr
+    cdef int64_t[::1] lens = lens_arr
+    if sorted_indices is None:
+        for r in range(B):
+            srcs[r] = <uintptr_t>ptrs_in[r]
+            lens[r] = lens_in[r]
+    else:
+        order = np.ascontiguousarray(sorted_indices, dtype=np.int64)
+        if order.shape[0] != B:
+            raise ValueError("sorted_indices and lengths differ in size")
+        for r in range(B):
+            i = order[r]
+            if i < 0 or i >= B:
+                raise ValueError(f"sorted_indices[{r}] = {i} is out of range")
+            srcs[r] = <uintptr_t>ptrs_in[i]
+            lens[r] = lens_in[i]
+    # consistency: lengths must be non-increasing in rank order and agree with batch_sizes
+    for r in range(1, B):
+        if lens[r] > lens[r - 1]:
+            raise ValueError("lengths are not sorted by sorted_indices")
+    if lens[B - 1] < 1 or T != lens[0] or bs[0] != B or (T > 0 and bs[T - 1] < 1):
+        raise ValueError("batch_sizes do not match lengths")
+    cdef const int64_t[::1] offs = offsets_of(bs)
+    if block <= 0:
+        block = choose_block(row_bytes, B)
+    with nogil:
+        _scatter_fixed(<char*>out_ptr, &srcs[0], &lens[0], &offs[0], B, row_bytes, block)
+
+
+cpdef int64_t choose_block(Py_ssize_t row_bytes, Py_ssize_t B) noexcept:
+    """Time steps copied from one sample before moving to the next (tuned by benchmark)."""
+    if row_bytes >= 64:
+        return 16
+    return 4
+
+
+# ---------------------------------------------------------------------------------------
+# Python lists of numbers
+# ---------------------------------------------------------------------------------------
+
+# element kinds, ordered like torch.tensor's inference: bool < int < float < complex
+KIND_BOOL = 0
+KIND_INT = 1
+KIND_FLOAT = 2
+KIND_COMPLEX = 3
+KIND_OTHER = 4      # not an exact Python number: use the slow path
+
+
+def list_kind(seqs):
+    """Widest element kind over a batch of flat lists/tuples of Python numbers.
+
+    Returns ``(kind, lengths)`` where kind is one of KIND_BOOL..KIND_COMPLEX, or
+    ``(KIND_OTHER, index)`` naming the first sample that is not a flat list/tuple of
+    exact Python bool/int/float/complex (nested lists, NumPy scalars, strings...).
+    ``lengths`` is an int64 array.
+    """
+    cdef Py_ssize_t B = len(seqs), i, j, n
+    cdef cnp.ndarray lens_arr = np.empty(B, dtype=np.int64)
+    cdef int64_t[::1] lens = lens_arr
+    cdef int kind = KIND_BOOL
+    cdef object s
+    cdef PyObject* x
+    cdef bint is_list
+    for i in range(B):
+        s = seqs[i]
+        is_list = PyList_CheckExact(s)
+        if not is_list and not PyTuple_CheckExact(s):
+            return KIND_OTHER, i
+        n = PyList_GET_SIZE(s) if is_list else PyTuple_GET_SIZE(s)
+        lens[i] = n
+        for j in range(n):
+            x = <PyObject*>(PyList_GET_ITEM(s, j) if is_list else PyTuple_GET_ITEM(s, j))
+            if PyLong_CheckExact(x):
+                if kind < KIND_INT:
+                    kind = KIND_INT
+            elif PyFloat_CheckExact(x):
+                if kind < KIND_FLOAT:
+                    kind = KIND_FLOAT
+            elif PyBool_Check(x):
+                pass
+            elif PyComplex_CheckExact(x):
+                kind = KIND_COMPLEX
+            else:
+                return KIND_OTHER, i
+    return kind, lens_arr
+
+
+cdef inline PyObject* _item(object s, Py_ssize_t j, bint is_list) noexcept:
+    return <PyObject*>(PyList_GET_ITEM(s, j) if is_list else PyTuple_GET_ITEM(s, j))
+
+
+def read_lists(seqs, const int64_t[::1] ranks, const int64_t[::1] offsets,
+               uintptr_t out_ptr, str code, int64_t lo=0, int64_t hi=0):
+    """Write flat lists of Python numbers into the packed layout at ``out_ptr``.
+
+    Element ``t`` of ``seqs[i]`` goes to flat position ``offsets[t] + ranks[i]``.
+    ``seqs`` must have passed :func:`list_kind` (flat lists/tuples of exact numbers) and
+    the caller guarantees the buffer size. ``code`` is the output element type:
+    ``'b'`` bool (1 byte), ``'q'`` int64 (range-checked against ``lo..hi``, then
+    stored in 1/2/4/8 bytes by the caller's choice of ``code``: ``'q'`` 8, ``'i'`` 4,
+    ``'h'`` 2, ``'c'`` 1), ``'d'`` float64, ``'f'`` float32, ``'D'`` complex128,
+    ``'F'`` complex64.
+
+    Raises OverflowError naming the sample whose int does not fit ``lo..hi``, and
+    TypeError if a complex number meets a real output type.
+    """
+    cdef Py_ssize_t B = len(seqs), i, j, n
+    cdef int64_t rank, pos, v
+    cdef int overflow
+    cdef double d
+    cdef PyObject* x
+    cdef object s
+    cdef bint is_list
+    cdef char* out = <char*>out_ptr
+    cdef char c = ord(code[0])
+    if ranks.shape[0] != B:
+        raise ValueError("ranks and seqs differ in size")
+    for i in range(B):
+        s = seqs[i]
+        is_list = PyList_CheckExact(s)
+        n = PyList_GET_SIZE(s) if is_list else PyTuple_GET_SIZE(s)
+        if n >= offsets.shape[0]:
+            raise ValueError(f"sample {i} is longer than the offsets table")
+        rank = ranks[i]
+        if c == b'q' or c == b'i' or c == b'h' or c == b'c':
+            for j in range(n):
+                x = _item(s, j, is_list)
+                if PyFloat_CheckExact(x) or PyComplex_CheckExact(x):
+                    raise TypeError(
+                        f"sample {i}, element {j}: cannot store {type(<object>x).__name__} "
+                        "in an integer dtype")
+                overflow = 0
+                v = PyLong_AsLongLongAndOverflow(x, &overflow)
+                if overflow != 0 or v < lo or v > hi:
+                    raise OverflowError(
+                        f"sample {i}, element {j}: value {<object>x} does not fit the "
+                        f"output dtype (range {lo}..{hi})")
+                pos = offsets[j] + rank
+                if c == b'q':
+                    (<int64_t*>out)[pos] = v
+                elif c == b'i':
+                    (<int*>out)[pos] = <int>v
+                elif c == b'h':
+                    (<short*>out)[pos] = <short>v
+                else:
+                    (<char*>out)[pos] = <char>v
+        elif c == b'b':
+            for j in range(n):
+                x = _item(s, j, is_list)
+                if PyComplex_CheckExact(x):
+                    (<uint8_t*>out)[offsets[j] + rank] = (PyComplex_RealAsDouble(<object>x) != 0
+                                                          or PyComplex_ImagAsDouble(<object>x) != 0)
+                elif PyFloat_CheckExact(x):
+                    (<uint8_t*>out)[offsets[j] + rank] = PyFloat_AS_DOUBLE(x) != 0
+                else:
+                    (<uint8_t*>out)[offsets[j] + rank] = (<object>x) != 0
+        elif c == b'd' or c == b'f':
+            for j in range(n):
+                x = _item(s, j, is_list)
+                if PyFloat_CheckExact(x):
+                    d = PyFloat_AS_DOUBLE(x)
+                elif PyComplex_CheckExact(x):
+                    raise TypeError(
+                        f"sample {i}, element {j}: cannot store complex in a real dtype")
+                else:
+                    d = PyFloat_AsDouble(<object>x)   # int/bool; OverflowError if huge
+                if c == b'd':
+                    (<double*>out)[offsets[j] + rank] = d
+                else:
+                    (<float*>out)[offsets[j] + rank] = <float>d
+        elif c == b'D' or c == b'F':
+            for j in range(n):
+                x = _item(s, j, is_list)
+                pos = offsets[j] + rank
+                if c == b'D':
+                    (<double*>out)[2 * pos] = PyComplex_RealAsDouble(<object>x)
+                    (<double*>out)[2 * pos + 1] = PyComplex_ImagAsDouble(<object>x)
+                else:
+                    (<float*>out)[2 * pos] = <float>PyComplex_RealAsDouble(<object>x)
+                    (<float*>out)[2 * pos + 1] = <float>PyComplex_ImagAsDouble(<object>x)
+        else:
+            raise ValueError(f"unknown element code {code!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# Source scans: one pass over the batch reading each sample's address and length
+# ---------------------------------------------------------------------------------------
+
+def array_sources(seqs):
+    """Addresses and lengths of a batch of NumPy arrays, checked against sample 0.
+
+    Returns ``(ptrs, lengths, odd)``: int64 arrays of each sample's data address and
+    leading length, and the list of indices that need the Python layer's attention
+    (not an exact ``ndarray``, a different dtype, ndim or row shape than sample 0,
+    zero-dimensional, or not C-contiguous, aligned and native-endian). Their entries
+    in ``ptrs``/``lengths`` are 0.
+    """
+    cdef Py_ssize_t B = len(seqs), i, k, nd0 = -1
+    cdef cnp.ndarray ptrs_arr = np.zeros(B, dtype=np.int64)
+    cdef cnp.ndarray lens_arr = np.zeros(B, dtype=np.int64)
+    cdef int64_t[::1] ptrs = ptrs_arr
+    cdef int64_t[::1] lens = lens_arr
+    cdef list odd = []
+    cdef object x
+    cdef cnp.ndarray a, a0 = None
+    cdef cnp.PyArray_Descr* d0 = NULL
+    cdef cnp.npy_intp* dims0 = NULL
+    cdef cnp.npy_intp* dims
+    cdef bint ok
+    for i in range(B):
+        x = seqs[i]
+        if type(x) is not np.ndarray:
+            odd.append(i)
+            continue
+        a = <cnp.ndarray>x
+        if a0 is None:
+            a0 = a
+            d0 = cnp.PyArray_DESCR(a)
+            nd0 = cnp.PyArray_NDIM(a)
+            dims0 = cnp.PyArray_DIMS(a)
+        ok = (cnp.PyArray_NDIM(a) == nd0 and nd0 >= 1
+              and (cnp.PyArray_DESCR(a) == d0 or cnp.PyArray_EquivTypes(<cnp.dtype><PyObject*>cnp.PyArray_DESCR(a), <cnp.dtype><PyObject*>d0))
+              and cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISNOTSWAPPED(a))
+        if ok:
+            dims = cnp.PyArray_DIMS(a)
+            for k in range(1, nd0):
+                if dims[k] != dims0[k]:
+                    ok = False
+                    break
+        if not ok:
+            odd.append(i)
+            continue
+        ptrs[i] = <int64_t><uintptr_t>cnp.PyArray_DATA(a)
+        lens[i] = cnp.PyArray_DIM(a, 0)
+    return ptrs_arr, lens_arr, odd
+
+
+def leading_lengths(seqs):
+    """``len`` of every sample via its ``shape[0]`` (arrays, tensors), as int64.
+
+    Returns ``(lengths, bad)`` where ``bad`` is the first index whose ``shape`` is
+    missing or empty (zero-dimensional), or -1.
+    """
+    cdef Py_ssize_t B = len(seqs), i
+    cdef cnp.ndarray lens_arr = np.empty(B, dtype=np.int64)
+    cdef int64_t[::1] lens = lens_arr
+    cdef object shape
+    for i in range(B):
+        shape = getattr(seqs[i], "shape", None)
+        if not isinstance(shape, tuple) or PyTuple_GET_SIZE(shape) == 0:
+            return lens_arr, i
+        lens[i] = <object>PyTuple_GET_ITEM(shape, 0)
+    return lens_arr, -1
+
+
+def chunk_pointers(int64_t base, const int64_t[::1] lengths, Py_ssize_t row_bytes):
+    """Addresses of consecutive chunks of ``lengths[i]`` rows starting at ``base``."""
+    cdef Py_ssize_t B = lengths.shape[0], i
+    cdef cnp.ndarray out = np.empty(B, dtype=np.int64)
+    cdef int64_t[::1] o = out
+    cdef int64_t acc = base
+    with nogil:
+        for i in range(B):
+            o[i] = acc
+            acc += lengths[i] * row_bytes
+    return out
