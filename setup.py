@@ -26,7 +26,7 @@ extensions = [
     Extension(
         "fastcollate." + os.path.splitext(os.path.basename(path))[0],
         [path],
-        include_dirs=[np.get_include()],
+        include_dirs=[np.get_include(), "fastcollate"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
     )

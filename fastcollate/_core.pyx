@@ -16,8 +16,7 @@ from cpython.complex cimport PyComplex_RealAsDouble, PyComplex_ImagAsDouble
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.object cimport PyObject
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t, INT64_MAX
-from libc.string cimport memcpy
+from libc.stdint cimport int64_t, uint8_t, uintptr_t
 
 import numpy as np
 cimport numpy as cnp
@@ -146,80 +145,14 @@ def offsets_of(const int64_t[::1] batch_sizes):
 # Row scatter from contiguous sources
 # ---------------------------------------------------------------------------------------
 
-ctypedef struct u128:
-    uint64_t lo
-    uint64_t hi
-
-cdef inline void _copy_rows(char* dst, const char* src, Py_ssize_t row_bytes) noexcept nogil:
-    if row_bytes == 8:
-        (<uint64_t*>dst)[0] = (<const uint64_t*>src)[0]
-    elif row_bytes == 4:
-        (<uint32_t*>dst)[0] = (<const uint32_t*>src)[0]
-    elif row_bytes == 1:
-        dst[0] = src[0]
-    elif row_bytes == 2:
-        (<uint16_t*>dst)[0] = (<const uint16_t*>src)[0]
-    elif row_bytes == 16:
-        (<u128*>dst)[0] = (<const u128*>src)[0]
-    else:
-        memcpy(dst, src, row_bytes)
-
-
-cdef void _scatter_fixed(char* out, const uintptr_t* srcs, const int64_t* lens,
-                         const int64_t* offsets, Py_ssize_t B, Py_ssize_t row_bytes,
-                         int64_t block) noexcept nogil:
-    """Copy rank r's rows t0..t0+block-1, for every rank, then the next block of steps.
-
-    ``srcs``/``lens`` are already in rank order. Ranks are sorted by length, so the
-    ranks active at step t0 are a prefix; the loop over them stops at the first that
-    ended. Fixed row sizes are separate loops so the compiler emits one move per row.
-    """
-    cdef int64_t t0 = 0, t, tend, r, l, max_len = lens[0]
-    cdef const char* src
-    if row_bytes == 8:
-        while t0 < max_len:
-            for r in range(B):
-                l = lens[r]
-                if l <= t0:
-                    break
-                tend = t0 + block if t0 + block < l else l
-                src = <const char*>srcs[r]
-                if src == NULL:
-                    continue
-                for t in range(t0, tend):
-                    (<uint64_t*>out)[offsets[t] + r] = (<const uint64_t*>src)[t]
-            t0 += block
-    elif row_bytes == 4:
-        while t0 < max_len:
-            for r in range(B):
-                l = lens[r]
-                if l <= t0:
-                    break
-                tend = t0 + block if t0 + block < l else l
-                src = <const char*>srcs[r]
-                if src == NULL:
-                    continue
-                for t in range(t0, tend):
-                    (<uint32_t*>out)[offsets[t] + r] = (<const uint32_t*>src)[t]
-            t0 += block
-    else:
-        while t0 < max_len:
-            for r in range(B):
-                l = lens[r]
-                if l <= t0:
-                    break
-                tend = t0 + block if t0 + block < l else l
-                src = <const char*>srcs[r]
-                if src == NULL:
-                    continue
-                for t in range(t0, tend):
-                    _copy_rows(out + (offsets[t] + r) * row_bytes, src + t * row_bytes,
-                               row_bytes)
-            t0 += block
+cdef extern from "_copy.h" nogil:
+    void fc_scatter(char* out, const char* const* srcs, const int64_t* lens,
+                    const int64_t* offsets, int64_t B, int64_t row_bytes, int64_t block,
+                    int stream)
 
 
 def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes,
-            uintptr_t out_ptr, int64_t block=0):
+            uintptr_t out_ptr, int64_t block=0, int stream=-1):
     """Write contiguous samples into the packed layout at address ``out_ptr``.
 
     Low-level: the caller guarantees that sample ``i`` is ``lengths[i]`` contiguous rows
@@ -244,6 +177,9 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
         Address of the output buffer.
     block : int
         Time steps copied per sample before moving to the next; 0 picks by row size.
+    stream : int
+        Non-temporal stores: 0 never, 1/2 with 16/32-byte stores where the rows allow
+        it, -1 (default) picks by row size and output size (:func:`choose_stream`).
 
     The GIL is released while copying.
     """
@@ -283,15 +219,38 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
     cdef const int64_t[::1] offs = offsets_of(bs)
     if block <= 0:
         block = choose_block(row_bytes, B)
+    if stream < 0:
+        stream = choose_stream(row_bytes, offs[T] * row_bytes)
     with nogil:
-        _scatter_fixed(<char*>out_ptr, &srcs[0], &lens[0], &offs[0], B, row_bytes, block)
+        fc_scatter(<char*>out_ptr, <const char* const*>&srcs[0], &lens[0], &offs[0], B,
+                   row_bytes, block, stream)
 
 
 cpdef int64_t choose_block(Py_ssize_t row_bytes, Py_ssize_t B) noexcept:
-    """Time steps copied from one sample before moving to the next (tuned by benchmark)."""
-    if row_bytes >= 64:
-        return 16
-    return 4
+    """Time steps copied from one sample before moving to the next.
+
+    Measured with ``benchmarks/`` (DESIGN.md workloads): rows of <= 16 bytes run best
+    with long runs per sample (16+), wider rows with 8; with streaming stores the
+    choice hardly matters.
+    """
+    return 16 if row_bytes <= 16 else 8
+
+
+STREAM_MIN_BYTES = 1 << 20
+
+
+cpdef int choose_stream(Py_ssize_t row_bytes, int64_t total_bytes) noexcept:
+    """0: ordinary stores; 1/2: 16/32-byte non-temporal stores (x86-64; 2 needs AVX2,
+    checked at run time, else 1 is used).
+
+    Streaming pays when rows are whole multiples of 16 bytes, at least 64 bytes wide,
+    and the output is larger than a core's L2 (speech: 0.56 -> 0.35 ms, embed:
+    1.34 -> 0.55 ms for a fresh output): the scattered row writes then skip the read
+    of every destination line. Small outputs stay in cache for whoever reads them next.
+    """
+    if row_bytes >= 64 and row_bytes % 16 == 0 and total_bytes >= STREAM_MIN_BYTES:
+        return 2
+    return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -469,7 +428,7 @@ def array_sources(seqs):
     cdef bint ok
     for i in range(B):
         x = seqs[i]
-        if type(x) is not np.ndarray:
+        if not cnp.PyArray_CheckExact(x):
             odd.append(i)
             continue
         a = <cnp.ndarray>x
@@ -524,3 +483,36 @@ def chunk_pointers(int64_t base, const int64_t[::1] lengths, Py_ssize_t row_byte
             o[i] = acc
             acc += lengths[i] * row_bytes
     return out
+
+
+def tensor_sources(seqs, tensor_type, dtype, tuple row):
+    """Addresses and lengths of CPU tensors, read one attribute at a time.
+
+    For batches of large samples, where reading six attributes per tensor costs less
+    than copying the batch twice. ``tensor_type`` is ``torch.Tensor`` (this module does
+    not import torch). Returns ``(ptrs, lengths)``, or None as soon as a sample is not
+    an exact CPU tensor of ``dtype`` with trailing shape ``row``, C-contiguous and not
+    requiring grad: the caller then takes its general path.
+    """
+    cdef Py_ssize_t B = len(seqs), i, k, nd = PyTuple_GET_SIZE(row) + 1
+    cdef cnp.ndarray ptrs_arr = np.empty(B, dtype=np.int64)
+    cdef cnp.ndarray lens_arr = np.empty(B, dtype=np.int64)
+    cdef int64_t[::1] ptrs = ptrs_arr
+    cdef int64_t[::1] lens = lens_arr
+    cdef object t, shape
+    for i in range(B):
+        t = seqs[i]
+        if type(t) is not tensor_type:
+            return None
+        shape = t.shape
+        if PyTuple_GET_SIZE(shape) != nd:
+            return None
+        for k in range(1, nd):
+            if <object>PyTuple_GET_ITEM(shape, k) != <object>PyTuple_GET_ITEM(row, k - 1):
+                return None
+        if (t.dtype is not dtype or not t.is_cpu or t.requires_grad
+                or not t.is_contiguous()):
+            return None
+        lens[i] = <object>PyTuple_GET_ITEM(shape, 0)
+        ptrs[i] = t.data_ptr()
+    return ptrs_arr, lens_arr

@@ -241,3 +241,24 @@ def test_pack_lengths_matches_pack_padded_sequence(lengths):
     assert torch.equal(bs, ref.batch_sizes)
     assert si.tolist() == reference_order(lengths)
     assert torch.equal(si[ui], torch.arange(len(lengths)))
+
+
+@pytest.mark.parametrize("odd", [None, "strided", "dtype", "grad", "row"])
+def test_large_tensor_samples_read_directly_or_fall_back(odd):
+    rng = np.random.default_rng(3)
+    samples = [torch.from_numpy(rng.standard_normal((int(n), 80)).astype(np.float32))
+               for n in rng.integers(100, 300, size=12)]
+    if odd == "strided":
+        samples[5] = torch.cat([samples[5], samples[5]], dim=1)[:, ::2]
+    elif odd == "dtype":
+        samples[5] = samples[5].double()
+    elif odd == "grad":
+        samples[5] = samples[5].clone().requires_grad_()
+    elif odd == "row":
+        samples[5] = samples[5][:, :79]
+        with pytest.raises(ValueError, match="sample 5: has shape"):
+            fastcollate.pack(samples)
+        return
+    p = fastcollate.pack(samples)
+    assert p.data.dtype == expected_dtype(samples)
+    assert_packed_equal(p, [s.detach() for s in samples])

@@ -1,0 +1,89 @@
+"""pack() against torch's pack_sequence and the copy floor, per DESIGN.md workload.
+
+    pytest benchmarks/test_bench_pack.py --benchmark-only
+"""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_sequence
+
+import fastcollate
+from workloads import FLAT, WORKLOADS
+
+ALL = list(WORKLOADS)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_numpy_fastcollate(benchmark, name):
+    batch = WORKLOADS[name].arrays()
+    benchmark.group = f"pack-{name}-numpy"
+    p = benchmark(fastcollate.pack, batch)
+    assert p.data.shape[0] == sum(len(a) for a in batch)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_numpy_torch_pack_sequence(benchmark, name):
+    batch = WORKLOADS[name].arrays()
+    benchmark.group = f"pack-{name}-numpy"
+    benchmark(lambda: pack_sequence([torch.from_numpy(a) for a in batch],
+                                    enforce_sorted=False))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_numpy_floor_concatenate(benchmark, name):
+    batch = WORKLOADS[name].arrays()
+    benchmark.group = f"pack-{name}-numpy"
+    benchmark(np.concatenate, batch)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_tensor_fastcollate(benchmark, name):
+    batch = WORKLOADS[name].tensors()
+    benchmark.group = f"pack-{name}-tensor"
+    p = benchmark(fastcollate.pack, batch)
+    assert p.data.shape[0] == sum(len(a) for a in batch)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_tensor_torch_pack_sequence(benchmark, name):
+    batch = WORKLOADS[name].tensors()
+    benchmark.group = f"pack-{name}-tensor"
+    benchmark(pack_sequence, batch, enforce_sorted=False)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_tensor_floor_cat(benchmark, name):
+    batch = WORKLOADS[name].tensors()
+    benchmark.group = f"pack-{name}-tensor"
+    benchmark(torch.cat, batch)
+
+
+@pytest.mark.parametrize("name", FLAT)
+def test_list_fastcollate(benchmark, name):
+    batch = WORKLOADS[name].lists()
+    benchmark.group = f"pack-{name}-list"
+    p = benchmark(fastcollate.pack, batch)
+    assert p.data.shape[0] == sum(len(a) for a in batch)
+
+
+@pytest.mark.parametrize("name", FLAT)
+def test_list_torch_tensor_pack_sequence(benchmark, name):
+    batch = WORKLOADS[name].lists()
+    benchmark.group = f"pack-{name}-list"
+    benchmark(lambda: pack_sequence([torch.tensor(s) for s in batch], enforce_sorted=False))
+
+
+@pytest.mark.parametrize("name", FLAT)
+def test_list_floor_np_array_chain(benchmark, name):
+    batch = WORKLOADS[name].lists()
+    benchmark.group = f"pack-{name}-list"
+    benchmark(lambda: np.array(list(itertools.chain.from_iterable(batch))))
+
+
+@pytest.mark.parametrize("name", ["tokens"])
+def test_pack_lengths_fastcollate(benchmark, name):
+    lengths = [len(a) for a in WORKLOADS[name].arrays()]
+    benchmark.group = f"pack_lengths-{name}"
+    benchmark(fastcollate.pack_lengths, lengths)

@@ -1,0 +1,2 @@
+"""The DESIGN.md workloads; defined once in the package so the demo can use them too."""
+from fastcollate._workloads import FLAT, WORKLOADS, Workload  # noqa: F401

@@ -1,0 +1,78 @@
+"""``python -m fastcollate``: fastcollate vs torch on the DESIGN.md workloads.
+
+Prints, for each workload and input kind, the median time of ``fastcollate.pack``,
+``torch.nn.utils.rnn.pack_sequence`` (after ``torch.tensor`` per sample for lists) and
+the copy floor (``np.concatenate`` / ``torch.cat``), with torch single-threaded as in
+DataLoader workers.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pack_sequence
+
+from . import pack
+from ._workloads import WORKLOADS
+
+
+def median_seconds(fn, *, budget: float = 0.25, min_runs: int = 5) -> float:
+    """Median wall time of fn() over repeated runs within a time budget."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < budget:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def pack_table(budget: float = 0.25) -> list[str]:
+    rows = [f"{'workload':<11} {'input':<7} {'fastcollate':>12} {'torch':>11} "
+            f"{'floor':>10} {'speedup':>8} {'vs floor':>9}"]
+    for name, w in WORKLOADS.items():
+        arrays = w.arrays()
+        cases = {
+            "numpy": (arrays,
+                      lambda: pack_sequence([torch.from_numpy(a) for a in arrays],
+                                            enforce_sorted=False),
+                      lambda: np.concatenate(arrays)),
+            "tensor": (w.tensors(), None, None),
+        }
+        tensors = cases["tensor"][0]
+        cases["tensor"] = (tensors, lambda: pack_sequence(tensors, enforce_sorted=False),
+                           lambda: torch.cat(tensors))
+        if w.is_flat:
+            lists = w.lists()
+            cases["list"] = (
+                lists,
+                lambda: pack_sequence([torch.tensor(s) for s in lists], enforce_sorted=False),
+                lambda: np.array([x for s in lists for x in s]))
+        for kind, (batch, ref, floor) in cases.items():
+            t_ours = median_seconds(lambda: pack(batch), budget=budget)
+            t_torch = median_seconds(ref, budget=budget)
+            t_floor = median_seconds(floor, budget=budget)
+            rows.append(f"{name:<11} {kind:<7} {t_ours * 1e6:10.0f}us {t_torch * 1e6:9.0f}us "
+                        f"{t_floor * 1e6:8.0f}us {t_torch / t_ours:7.1f}x "
+                        f"{t_ours / t_floor:8.2f}x")
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fastcollate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=float, default=0.25,
+                        help="seconds of timing per measurement (default 0.25)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    print("pack(): median time per batch, torch single-threaded "
+          "(speedup = torch / fastcollate, vs floor = fastcollate / copy floor)")
+    for row in pack_table(args.budget):
+        print(row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The low-level kernels, for callers who lay out packed data themselves.
+
+These are the Cython functions :func:`fastcollate.pack` is built on. They work on NumPy
+arrays and raw addresses, never on torch, and release the GIL while copying. Typical
+use: allocate the output yourself (pinned, shared memory, part of a larger buffer), then
+scatter into it.
+
+>>> import numpy as np, torch
+>>> from fastcollate import kernels
+>>> samples = [np.array([1, 2]), np.array([3, 4, 5])]
+>>> batch_sizes, order, inverse = kernels.sort_lengths([2, 3])
+>>> out = torch.empty(5, dtype=torch.int64)
+>>> ptrs = [s.ctypes.data for s in samples]
+>>> kernels.scatter(ptrs, [2, 3], order, batch_sizes, 8, out.data_ptr())
+>>> out.tolist()
+[3, 1, 4, 2, 5]
+
+Or, from any batch :func:`fastcollate.pack` accepts, let it plan and write into your
+buffer: ``plan = plan_batch(samples); write_plan(plan, out); wrap_packed(out, plan)``.
+"""
+from ._core import (KIND_BOOL, KIND_COMPLEX, KIND_FLOAT, KIND_INT, KIND_OTHER,
+                    array_sources, choose_block, choose_stream, chunk_pointers,
+                    leading_lengths, list_kind, offsets_of, read_lists, scatter,
+                    sort_lengths, tensor_sources)
+from .packing import Plan, plan_batch, wrap_packed, write_plan
+
+__all__ = ["sort_lengths", "offsets_of", "scatter", "read_lists", "list_kind",
+           "array_sources", "leading_lengths", "chunk_pointers", "choose_block",
+           "choose_stream", "tensor_sources", "KIND_BOOL", "KIND_INT", "KIND_FLOAT", "KIND_COMPLEX",
+           "KIND_OTHER", "Plan", "plan_batch", "write_plan", "wrap_packed"]

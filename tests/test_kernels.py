@@ -1,0 +1,80 @@
+"""The low-level kernels in fastcollate._core, every copy variant against a reference."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastcollate import _core
+from reference import reference_order
+
+
+def reference_scatter(samples, order):
+    """Packed rows, time step by time step, in rank order."""
+    lengths = [len(s) for s in samples]
+    return np.concatenate([np.stack([samples[i][t] for i in order if lengths[i] > t])
+                           for t in range(max(lengths))])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=60),
+       st.sampled_from([1, 2, 3, 4, 8, 12, 16, 20, 48, 64, 96, 320, 1000]),
+       st.sampled_from([0, 1, 3, 8, 1000]),
+       st.sampled_from([0, 1, 2, -1]),
+       st.integers(0, 2**32 - 1))
+def test_scatter_every_row_size_block_and_store_kind(lengths, row_bytes, block, stream, seed):
+    rng = np.random.default_rng(seed)
+    samples = [rng.integers(0, 256, size=(n, row_bytes), dtype=np.uint8) for n in lengths]
+    bs, order, inverse = _core.sort_lengths(lengths)
+    ptrs = np.array([s.ctypes.data for s in samples], dtype=np.int64)
+    out = np.full((sum(lengths), row_bytes), 0xAB, dtype=np.uint8)
+    _core.scatter(ptrs, lengths, order, bs, row_bytes, out.ctypes.data, block, stream)
+    np.testing.assert_array_equal(out, reference_scatter(samples, order.tolist()))
+
+
+def test_scatter_streams_large_outputs_correctly():
+    rng = np.random.default_rng(0)
+    samples = [rng.standard_normal((int(n), 80)).astype(np.float32)
+               for n in rng.integers(100, 1500, size=32)]
+    assert _core.choose_stream(320, sum(map(len, samples)) * 320) > 0
+    bs, order, _ = _core.sort_lengths([len(s) for s in samples])
+    ptrs = np.array([s.ctypes.data for s in samples], dtype=np.int64)
+    out = np.empty((sum(map(len, samples)), 80), dtype=np.float32)
+    _core.scatter(ptrs, [len(s) for s in samples], order, bs, 320, out.ctypes.data)
+    np.testing.assert_array_equal(out, reference_scatter(samples, order.tolist()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 30), min_size=1, max_size=100))
+def test_sort_lengths_is_the_stable_descending_order(lengths):
+    bs, order, inverse = _core.sort_lengths(lengths)
+    assert order.tolist() == reference_order(lengths)
+    assert bs.tolist() == [sum(n > t for n in lengths) for t in range(max(lengths))]
+    assert (order[inverse] == np.arange(len(lengths))).all()
+
+
+def test_scatter_rejects_inconsistent_metadata():
+    a = np.arange(3, dtype=np.int64)
+    out = np.empty(3, dtype=np.int64)
+    bs, order, _ = _core.sort_lengths([3])
+    with pytest.raises(ValueError, match="batch_sizes"):
+        _core.scatter([a.ctypes.data], [3], order, [1, 1], 8, out.ctypes.data)
+    with pytest.raises(ValueError, match="out of range"):
+        _core.scatter([a.ctypes.data], [3], [5], bs, 8, out.ctypes.data)
+    with pytest.raises(ValueError, match="not sorted"):
+        _core.scatter([a.ctypes.data] * 2, [1, 3], None, [2, 1, 1], 8, out.ctypes.data)
+
+
+def test_read_lists_range_checks_every_integer_width():
+    out = np.zeros(2, dtype=np.int8)
+    offsets = _core.offsets_of(np.array([1, 1], dtype=np.int64))
+    with pytest.raises(OverflowError, match="sample 0, element 1"):
+        _core.read_lists([[1, 200]], np.array([0]), offsets, out.ctypes.data, "c", -128, 127)
+    _core.read_lists([[1, -5]], np.array([0]), offsets, out.ctypes.data, "c", -128, 127)
+    assert out.tolist() == [1, -5]
+
+
+def test_list_kind_reports_the_first_sample_it_cannot_read():
+    assert _core.list_kind([[1, 2], [3.0]])[0] == _core.KIND_FLOAT
+    assert _core.list_kind([[True], [False]])[0] == _core.KIND_BOOL
+    assert _core.list_kind([[1], [1j]])[0] == _core.KIND_COMPLEX
+    assert _core.list_kind([[1], [[2]], ["x"]]) == (_core.KIND_OTHER, 1)
