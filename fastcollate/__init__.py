@@ -6,7 +6,13 @@ pack(sequences, *, enforce_sorted=False, dtype=None, pin_memory=False) -> Packed
 pack_lengths(lengths, *, enforce_sorted=False) -> (batch_sizes, sorted_indices, unsorted_indices)
 fastcollate.kernels: the low-level Cython kernels (scatter into a buffer you allocate).
 """
-from . import _core  # noqa: F401  (fails loudly if the extension was not built)
+try:
+    from . import _core  # noqa: F401
+except ImportError as e:  # no silent pure-Python fallback: say how to build it
+    raise ImportError(
+        "fastcollate's compiled extension (fastcollate._core) is missing or broken: "
+        "install the package with `pip install .` or `pip install -e .`, which build it "
+        f"(a source checkout is not importable as is). Original error: {e}") from e
 from .packing import pack, pack_lengths
 
 __version__ = "0.1.0"

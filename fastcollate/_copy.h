@@ -113,4 +113,54 @@ static void fc_scatter(char *out, const char *const *srcs, const int64_t *lens,
                                     (size_t)row_bytes))
     }
 }
+
+/* Padded layout: row t of sample i goes to row base(i) + (shift(i) + t) * stride, where
+ * batch-first: base = i * T, stride = 1; time-major: base = i, stride = B; and
+ * shift = T - lens[i] for left padding, else 0. Every other row of the sample's slots
+ * gets pad_row (row_bytes bytes; NULL: zeros). Samples with srcs[i] == NULL only get
+ * their padding (their data is written by someone else). */
+static void fc_fill_rows(char *dst, int64_t nrows, int64_t row_stride_bytes,
+                         const char *pad_row, int64_t row_bytes)
+{
+    for (int64_t k = 0; k < nrows; k++) {
+        char *d = dst + k * row_stride_bytes;
+        if (pad_row == NULL) memset(d, 0, (size_t)row_bytes);
+        else fc_copy_row(d, pad_row, (size_t)row_bytes);
+    }
+}
+
+FC_CLONES
+static void fc_pad(char *out, const char *const *srcs, const int64_t *lens, int64_t B,
+                   int64_t T, int64_t row_bytes, int batch_first, int left,
+                   const char *pad_row)
+{
+    int64_t stride = batch_first ? 1 : B;
+    int64_t sb = stride * row_bytes;
+    for (int64_t i = 0; i < B; i++) {
+        int64_t L = lens[i];
+        int64_t base = batch_first ? i * T : i;
+        int64_t shift = left ? T - L : 0;
+        char *first = out + base * row_bytes;
+        /* padding before (left) or after (right) the data */
+        if (batch_first && pad_row == NULL) {
+            memset(first, 0, (size_t)(shift * row_bytes));
+            memset(first + (shift + L) * row_bytes, 0, (size_t)((T - shift - L) * row_bytes));
+        } else {
+            fc_fill_rows(first, shift, sb, pad_row, row_bytes);
+            fc_fill_rows(first + (shift + L) * sb, T - shift - L, sb, pad_row, row_bytes);
+        }
+        const char *src = srcs[i];
+        if (src == NULL) continue;
+        if (batch_first) {
+            memcpy(first + shift * row_bytes, src, (size_t)(L * row_bytes));
+        } else {
+            char *d = first + shift * sb;
+            switch (row_bytes) {
+            case 4: for (int64_t t = 0; t < L; t++) ((uint32_t *)d)[t * stride] = ((const uint32_t *)src)[t]; break;
+            case 8: for (int64_t t = 0; t < L; t++) ((uint64_t *)d)[t * stride] = ((const uint64_t *)src)[t]; break;
+            default: for (int64_t t = 0; t < L; t++) fc_copy_row(d + t * sb, src + t * row_bytes, (size_t)row_bytes);
+            }
+        }
+    }
+}
 #endif
