@@ -4,6 +4,7 @@ Public API
 ----------
 pack(sequences, *, enforce_sorted=False, dtype=None, pin_memory=False) -> PackedSequence
 pack_lengths(lengths, *, enforce_sorted=False) -> (batch_sizes, sorted_indices, unsorted_indices)
+pad(sequences, *, batch_first=True, padding_value=0, padding_side="right", ...) -> Tensor
 fastcollate.kernels: the low-level Cython kernels (scatter into a buffer you allocate).
 """
 try:
@@ -14,6 +15,7 @@ except ImportError as e:  # no silent pure-Python fallback: say how to build it
         "install the package with `pip install .` or `pip install -e .`, which build it "
         f"(a source checkout is not importable as is). Original error: {e}") from e
 from .packing import pack, pack_lengths
+from .padding import pad
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "pack", "pack_lengths"]
+__all__ = ["__version__", "pack", "pack_lengths", "pad"]

@@ -149,6 +149,8 @@ cdef extern from "_copy.h" nogil:
     void fc_scatter(char* out, const char* const* srcs, const int64_t* lens,
                     const int64_t* offsets, int64_t B, int64_t row_bytes, int64_t block,
                     int stream)
+    void fc_pad(char* out, const char* const* srcs, const int64_t* lens, int64_t B,
+                int64_t T, int64_t row_bytes, int batch_first, int left, const char* pad_row)
 
 
 def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes,
@@ -224,6 +226,33 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
     with nogil:
         fc_scatter(<char*>out_ptr, <const char* const*>&srcs[0], &lens[0], &offs[0], B,
                    row_bytes, block, stream)
+
+
+def pad_scatter(src_ptrs, lengths, Py_ssize_t T, Py_ssize_t row_bytes, uintptr_t out_ptr,
+                bint batch_first=True, bint left=False, bytes pad_row=None):
+    """Write contiguous samples into a padded ``(B, T, *row)`` or ``(T, B, *row)`` buffer.
+
+    Low-level, like :func:`scatter`: sample ``i`` is ``lengths[i]`` contiguous rows of
+    ``row_bytes`` bytes at ``src_ptrs[i]`` (0: write only its padding), the buffer at
+    ``out_ptr`` holds ``B * T`` rows. Padding rows get ``pad_row`` (``row_bytes`` bytes;
+    None: zeros). ``left`` puts the padding before the data. The GIL is released.
+    """
+    cdef const int64_t[::1] ptrs = np.ascontiguousarray(src_ptrs, dtype=np.int64)
+    cdef const int64_t[::1] lens = np.ascontiguousarray(lengths, dtype=np.int64)
+    cdef Py_ssize_t B = lens.shape[0], i
+    if ptrs.shape[0] != B:
+        raise ValueError("src_ptrs and lengths differ in size")
+    for i in range(B):
+        if lens[i] < 0 or lens[i] > T:
+            raise ValueError(f"sample {i} has length {lens[i]}, outside 0..{T}")
+    if pad_row is not None and len(pad_row) != row_bytes:
+        raise ValueError(f"pad_row must be {row_bytes} bytes, got {len(pad_row)}")
+    if B == 0 or row_bytes <= 0:
+        return
+    cdef const char* pad = NULL if pad_row is None else <const char*>pad_row
+    with nogil:
+        fc_pad(<char*>out_ptr, <const char* const*>&ptrs[0], &lens[0], B, T, row_bytes,
+               batch_first, left, pad)
 
 
 cpdef int64_t choose_block(Py_ssize_t row_bytes, Py_ssize_t B) noexcept:

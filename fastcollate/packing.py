@@ -76,7 +76,8 @@ class Plan:
     list_ids, list_code, list_lo, list_hi, list_via : flat Python lists to read, the
         element code, the integer range, and the dtype to read them in when it is not
         ``dtype`` (then converted).
-    data : the finished data when it had to be computed by torch ops (autograd, CUDA).
+    flat : the samples concatenated, when the result must come from torch ops
+        (inputs requiring grad, CUDA inputs); ``ptrs`` is then None.
     """
 
     lengths: np.ndarray
@@ -92,12 +93,12 @@ class Plan:
     list_lo: int = 0
     list_hi: int = 0
     list_via: Optional[torch.dtype] = None
-    data: Optional[torch.Tensor] = None
+    flat: Optional[torch.Tensor] = None
 
     @cached_property
     def total(self) -> int:
         """Number of rows of the packed data."""
-        return int(self.batch_sizes.sum())
+        return int(self.lengths.sum())
 
     @cached_property
     def shape(self) -> Tuple[int, ...]:
@@ -130,32 +131,41 @@ def _as_batch(sequences: Any) -> list:
 
 
 def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
-               dtype: Optional[torch.dtype] = None) -> Plan:
-    """Validate a ragged batch and describe how to pack it (see :func:`pack`)."""
+               dtype: Optional[torch.dtype] = None, sort: bool = True) -> Plan:
+    """Validate a ragged batch and describe how to pack it (see :func:`pack`).
+
+    With ``sort=False`` (padding) no permutation is made and zero-length samples are
+    allowed.
+    """
     seqs = _as_batch(sequences)
+    order = "none" if not sort else ("sorted" if enforce_sorted else "sort")
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
     # Dispatch on the first sample; each fast path checks every sample's kind itself
     # and returns None for anything it does not handle.
     first = seqs[0]
     if type(first) is np.ndarray:
-        plan = _plan_arrays(seqs, enforce_sorted, dtype)
+        plan = _plan_arrays(seqs, order, dtype)
     elif type(first) is list or type(first) is tuple:
-        plan = _plan_lists(seqs, enforce_sorted, dtype)
+        plan = _plan_lists(seqs, order, dtype)
     elif isinstance(first, torch.Tensor):
-        plan = _plan_tensors(seqs, enforce_sorted, dtype)
+        plan = _plan_tensors(seqs, order, dtype)
     else:
         plan = None
     if plan is None:
-        plan = _plan_general(seqs, enforce_sorted, dtype)
+        plan = _plan_general(seqs, order, dtype)
     return plan
 
 
-def _sorted(lengths: np.ndarray, enforce_sorted: bool):
-    return _core.sort_lengths(lengths, enforce_sorted)
+def _sorted(lengths: np.ndarray, order: str):
+    """Counting sort ("sort"), check-only ("sorted", enforce_sorted) or nothing ("none",
+    for padding, where zero-length samples are allowed)."""
+    if order == "none":
+        return None, None, None
+    return _core.sort_lengths(lengths, order == "sorted")
 
 
-def _plan_arrays(seqs: list, enforce_sorted: bool, dtype) -> Optional[Plan]:
+def _plan_arrays(seqs: list, order: str, dtype) -> Optional[Plan]:
     """All exact ndarrays: one Cython scan; anything unusual goes the general way."""
     ptrs, lengths, odd = _core.array_sources(seqs)
     if odd:
@@ -164,18 +174,19 @@ def _plan_arrays(seqs: list, enforce_sorted: bool, dtype) -> Optional[Plan]:
     tdtype = _NP_TO_TORCH.get(a0.dtype.newbyteorder("="))
     if tdtype is None or (dtype is not None and dtype != tdtype):
         return None
-    bs, si, ui = _sorted(lengths, enforce_sorted)
+    bs, si, ui = _sorted(lengths, order)
     return Plan(lengths, tuple(a0.shape[1:]), tdtype, bs, si, ui, ptrs=ptrs, keep=[seqs])
 
 
-def _plan_lists(seqs: list, enforce_sorted: bool, dtype) -> Optional[Plan]:
+def _plan_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
     """All flat lists/tuples of Python numbers: read straight into the packed layout."""
     kind, lengths = _core.list_kind(seqs)
     if kind == _core.KIND_OTHER:
         return None
-    natural = _list_dtype(kind)
+    # no elements at all (padding empty lists): torch.tensor([]) is float
+    natural = _list_dtype(kind if lengths.any() else _core.KIND_FLOAT)
     target = natural if dtype is None else dtype
-    bs, si, ui = _sorted(lengths, enforce_sorted)
+    bs, si, ui = _sorted(lengths, order)
     plan = Plan(lengths, (), target, bs, si, ui, lists=seqs)
     via = target
     if target in _INT_CODES and kind <= _core.KIND_INT:
@@ -206,7 +217,7 @@ def _plan_lists(seqs: list, enforce_sorted: bool, dtype) -> Optional[Plan]:
 _DIRECT_TENSOR_BYTES = 4096
 
 
-def _plan_tensors(seqs: list, enforce_sorted: bool, dtype) -> Optional[Plan]:
+def _plan_tensors(seqs: list, order: str, dtype) -> Optional[Plan]:
     """All tensors. Large samples of one dtype: scatter straight from each tensor.
     Otherwise one torch.cat (validates devices and rows, promotes dtypes, handles any
     strides) then one scatter from the concatenation. Anything torch.cat refuses goes
@@ -217,7 +228,7 @@ def _plan_tensors(seqs: list, enforce_sorted: bool, dtype) -> Optional[Plan]:
         found = _core.tensor_sources(seqs, torch.Tensor, t0.dtype, row)
         if found is not None:
             ptrs, lengths = found
-            bs, si, ui = _sorted(lengths, enforce_sorted)
+            bs, si, ui = _sorted(lengths, order)
             return Plan(lengths, row, t0.dtype, bs, si, ui, ptrs=ptrs, keep=[seqs])
     lengths, bad = _core.leading_lengths(seqs)
     if bad >= 0:
@@ -228,23 +239,27 @@ def _plan_tensors(seqs: list, enforce_sorted: bool, dtype) -> Optional[Plan]:
         return None
     if flat.shape[0] != int(lengths.sum()):     # torch.cat skips legacy 1-D empties
         return None
-    return _plan_from_flat(flat, lengths, tuple(flat.shape[1:]), enforce_sorted, dtype)
+    return _plan_from_flat(flat, lengths, tuple(flat.shape[1:]), order, dtype)
 
 
-def _plan_from_flat(flat: torch.Tensor, lengths: np.ndarray, row, enforce_sorted, dtype):
-    bs, si, ui = _sorted(lengths, enforce_sorted)
+def _plan_from_flat(flat: torch.Tensor, lengths: np.ndarray, row, order: str, dtype):
+    bs, si, ui = _sorted(lengths, order)
     if dtype is not None and flat.dtype != dtype:
         flat = flat.to(dtype)
     plan = Plan(lengths, row, flat.dtype, bs, si, ui)
     if flat.requires_grad or flat.device.type != "cpu":
-        # Differentiable / on-device: gather with torch ops, indices from our kernel.
-        gather = torch.from_numpy(_packed_positions(plan)).to(flat.device)
-        plan.data = flat.index_select(0, gather)
+        plan.flat = flat      # differentiable / on-device: the caller uses torch ops
         return plan
     flat = flat.contiguous()
     plan.ptrs = _core.chunk_pointers(flat.data_ptr(), lengths, plan.row_bytes)
     plan.keep = [flat]
     return plan
+
+
+def packed_by_torch(plan: Plan) -> torch.Tensor:
+    """The packed data by torch ops on ``plan.flat`` (differentiable, any device)."""
+    gather = torch.from_numpy(_packed_positions(plan)).to(plan.flat.device)
+    return plan.flat.index_select(0, gather)
 
 
 def _packed_positions(plan: Plan) -> np.ndarray:
@@ -319,7 +334,7 @@ def _shape_str(row: Tuple[int, ...]) -> str:
     return "(" + ", ".join(["L"] + [str(d) for d in row]) + ("," if not row else "") + ")"
 
 
-def _plan_general(seqs: list, enforce_sorted: bool, dtype) -> Plan:
+def _plan_general(seqs: list, order: str, dtype) -> Plan:
     """Any mix of kinds: normalize each sample, check everything, name the bad one."""
     ts = [_normalize(i, x) for i, x in enumerate(seqs)]
     t0 = ts[0]
@@ -332,7 +347,7 @@ def _plan_general(seqs: list, enforce_sorted: bool, dtype) -> Plan:
         if t.device != t0.device:
             raise _sample_error(
                 ValueError, i, f"is on {t.device}, expected {t0.device} like sample 0")
-        if t.shape[0] == 0:
+        if t.shape[0] == 0 and order != "none":
             raise _sample_error(ValueError, i, "has length 0: every sample must have "
                                 "length >= 1")
     lengths = np.array([t.shape[0] for t in ts], dtype=np.int64)
@@ -345,7 +360,7 @@ def _plan_general(seqs: list, enforce_sorted: bool, dtype) -> Plan:
     if dtype is not None and not dtype.is_complex and not dtype.is_floating_point:
         _check_int_lists(seqs, ts, dtype)
     flat = torch.cat([t.to(target) for t in ts])
-    return _plan_from_flat(flat, lengths, row, enforce_sorted, None)
+    return _plan_from_flat(flat, lengths, row, order, None)
 
 
 def _check_int_lists(seqs: list, ts: List[torch.Tensor], dtype: torch.dtype) -> None:
@@ -365,8 +380,8 @@ def _check_int_lists(seqs: list, ts: List[torch.Tensor], dtype: torch.dtype) -> 
 def write_plan(plan: Plan, out: torch.Tensor) -> torch.Tensor:
     """Write a planned batch into ``out``, a contiguous CPU tensor of ``plan.shape``
     and ``plan.dtype`` that the caller allocated (pinned, shared memory...)."""
-    if plan.data is not None:
-        out.copy_(plan.data)
+    if plan.flat is not None:
+        out.copy_(packed_by_torch(plan))
         return out
     if (tuple(out.shape) != plan.shape or out.dtype != plan.dtype
             or out.device.type != "cpu" or not out.is_contiguous()):
@@ -444,8 +459,8 @@ def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     ([3, 1, 6, 4, 2, 5], [3, 2, 1], [1, 0, 2])
     """
     plan = plan_batch(sequences, enforce_sorted=enforce_sorted, dtype=dtype)
-    if plan.data is not None:
-        data = plan.data
+    if plan.flat is not None:
+        data = packed_by_torch(plan)
         if pin_memory and data.device.type == "cpu":
             data = data.pin_memory()
     else:

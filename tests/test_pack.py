@@ -8,56 +8,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_sequence, unpack_sequence
 
 import fastcollate
 from reference import reference_order, reference_pack
-
-ALL_DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
-              torch.float16, torch.bfloat16, torch.float32, torch.float64,
-              torch.complex64, torch.complex128]
-NUMPY_DTYPES = [d for d in ALL_DTYPES if d != torch.bfloat16]
-ROWS = [(), (3,), (2, 5)]
-KINDS = ["tensor", "tensor_strided", "ndarray", "ndarray_reversed", "list"]
-
-
-def make_sample(rng: np.random.Generator, length: int, row, dtype: torch.dtype) -> torch.Tensor:
-    values = torch.from_numpy(rng.integers(0, 100, size=(length,) + tuple(row)))
-    if dtype.is_complex:
-        return (values + 1j * values.flip(0)).to(dtype)
-    return values.to(dtype)
-
-
-def as_kind(t: torch.Tensor, kind: str):
-    """The same sample as the given input kind (values unchanged)."""
-    if kind == "tensor":
-        return t.clone()
-    if kind == "tensor_strided":             # every other row of a twice-as-long tensor
-        wide = torch.stack([t, torch.zeros_like(t)], dim=1).reshape((-1,) + t.shape[1:])
-        strided = wide[::2]
-        assert not strided.is_contiguous() or t.shape[0] == 1
-        return strided
-    if kind == "ndarray":
-        return t.numpy().copy()
-    if kind == "ndarray_reversed":           # negative strides
-        return np.flip(t.flip(0).numpy().copy(), axis=0)
-    if kind == "list":
-        return t.tolist()
-    raise AssertionError(kind)
-
-
-def to_tensor(s) -> torch.Tensor:
-    """A sample of any kind as a tensor, the way torch users convert it."""
-    if isinstance(s, torch.Tensor):
-        return s
-    if isinstance(s, list):
-        return torch.tensor(s)
-    return torch.from_numpy(np.array(s, order="C", copy=True))
-
-
-def expected_dtype(samples) -> torch.dtype:
-    """torch.cat's promotion over the samples' dtypes, lists inferred like torch.tensor."""
-    dtypes = [to_tensor(s).dtype for s in samples]
-    out = dtypes[0]
-    for d in dtypes[1:]:
-        out = torch.promote_types(out, d)
-    return out
+from strategies import ALL_DTYPES, batches, expected_dtype, to_tensor
 
 
 def assert_packed_equal(p: PackedSequence, samples, enforce_sorted=False):
@@ -73,23 +24,6 @@ def assert_packed_equal(p: PackedSequence, samples, enforce_sorted=False):
     else:
         assert p.sorted_indices.tolist() == order
         assert p.unsorted_indices.tolist() == inverse
-
-
-@st.composite
-def batches(draw, kinds=KINDS, dtypes=ALL_DTYPES):
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
-    B = draw(st.integers(1, 300))
-    pool = draw(st.lists(st.integers(1, 64), min_size=1, max_size=6))  # few lengths: ties
-    lengths = rng.choice(pool, size=B).tolist()
-    row = draw(st.sampled_from(ROWS))
-    dtype = draw(st.sampled_from(dtypes))
-    kind_set = draw(st.lists(st.sampled_from(kinds), min_size=1, max_size=3, unique=True))
-    if dtype == torch.bfloat16:
-        kind_set = [k for k in kind_set if not k.startswith("ndarray")] or ["tensor"]
-    samples = [as_kind(make_sample(rng, n, row, dtype), kind_set[i % len(kind_set)])
-               for i, n in enumerate(lengths)]
-    return samples
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,158 @@
+"""pad(): a ragged batch into one padded tensor in one pass (no per-sample torch ops)."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from . import _core
+from .packing import Plan, plan_batch
+
+__all__ = ["pad", "padded_length", "padded_shape", "write_padded"]
+
+
+def padded_length(plan: Plan, pad_to_multiple_of: Optional[int] = None) -> int:
+    """The time dimension: the longest sample, rounded up to a multiple if asked."""
+    T = int(plan.lengths.max()) if len(plan.lengths) else 0
+    if pad_to_multiple_of is not None:
+        if not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
+            raise ValueError(
+                f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of!r}")
+        T = -(-T // pad_to_multiple_of) * pad_to_multiple_of
+    return T
+
+
+def padded_shape(plan: Plan, T: int, batch_first: bool) -> Tuple[int, ...]:
+    B = len(plan.lengths)
+    return ((B, T) if batch_first else (T, B)) + plan.row
+
+
+def _pad_row(value: Union[int, float, bool, complex], dtype: torch.dtype,
+             row: Tuple[int, ...]) -> Optional[bytes]:
+    """One row of padding as bytes (None when it is all zero bytes: memset)."""
+    filled = torch.full((1,) + row, value, dtype=dtype)
+    raw = filled.view(torch.uint8).numpy().tobytes()
+    return None if not any(raw) else raw
+
+
+def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
+                 padding_value: Union[int, float, bool, complex] = 0,
+                 padding_side: str = "right") -> torch.Tensor:
+    """Write a batch planned with ``plan_batch(..., sort=False)`` into ``out``, a
+    contiguous CPU tensor of ``padded_shape(plan, T, batch_first)``, padding included."""
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    B = len(plan.lengths)
+    T = out.shape[1] if batch_first else out.shape[0]
+    if (tuple(out.shape) != padded_shape(plan, T, batch_first) or out.dtype != plan.dtype
+            or out.device.type != "cpu" or not out.is_contiguous()):
+        raise ValueError(
+            f"out must be a contiguous CPU tensor of shape "
+            f"{padded_shape(plan, T, batch_first)} and dtype {plan.dtype}, got "
+            f"{tuple(out.shape)} {out.dtype} on {out.device}")
+    left = padding_side == "left"
+    if plan.flat is not None:
+        out.copy_(padded_by_torch(plan, T, batch_first, padding_value, left))
+        return out
+    if plan.lists is None:
+        _core.pad_scatter(plan.ptrs, plan.lengths, T, plan.row_bytes, out.data_ptr(),
+                          batch_first, left, _pad_row(padding_value, plan.dtype, plan.row))
+        return out
+    # Flat lists of Python numbers: padding first, then every element to its slot.
+    target = out if plan.list_via is None else torch.empty(out.shape, dtype=plan.list_via)
+    row_bytes = target.element_size()
+    _core.pad_scatter(np.zeros(B, dtype=np.int64), plan.lengths, T, row_bytes,
+                      target.data_ptr(), batch_first, left,
+                      _pad_row(padding_value, target.dtype, ()))
+    shift = (T - plan.lengths) if left else np.zeros(B, dtype=np.int64)
+    idx = np.arange(B, dtype=np.int64)
+    if batch_first:
+        offsets, starts = np.arange(T + 1, dtype=np.int64), idx * T + shift
+    else:
+        offsets, starts = np.arange(T + 1, dtype=np.int64) * B, idx + shift * B
+    _core.read_lists(plan.lists, starts, offsets, target.data_ptr(), plan.list_code,
+                     plan.list_lo, plan.list_hi)
+    if plan.list_via is not None:
+        out.copy_(target)
+    return out
+
+
+def padded_positions(lengths: np.ndarray, T: int, batch_first: bool, left: bool) -> np.ndarray:
+    """For every row of the input-order concatenation, its row in the padded buffer."""
+    B = len(lengths)
+    sample = np.repeat(np.arange(B, dtype=np.int64), lengths)
+    starts = np.cumsum(lengths) - lengths
+    t = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(starts, lengths)
+    if left:
+        t += np.repeat(T - lengths, lengths)
+    return sample * T + t if batch_first else t * B + sample
+
+
+def padded_by_torch(plan: Plan, T: int, batch_first: bool, padding_value, left: bool
+                    ) -> torch.Tensor:
+    """Padding by torch ops on ``plan.flat`` (differentiable, any device)."""
+    flat = plan.flat
+    B = len(plan.lengths)
+    base = flat.new_full((B * T,) + plan.row, padding_value)
+    idx = torch.from_numpy(padded_positions(plan.lengths, T, batch_first, left))
+    out = base.index_copy(0, idx.to(flat.device), flat)
+    return out.view(padded_shape(plan, T, batch_first))
+
+
+def pad(sequences: Sequence[Any], *, batch_first: bool = True,
+        padding_value: Union[int, float, bool, complex] = 0, padding_side: str = "right",
+        pad_to_multiple_of: Optional[int] = None, return_lengths: bool = False,
+        dtype: Optional[torch.dtype] = None, pin_memory: bool = False):
+    """Pad a ragged batch into one tensor, in one pass from the ragged list.
+
+    Equal to ``torch.nn.utils.rnn.pad_sequence(tensors, batch_first, padding_value,
+    padding_side)`` where the options overlap, but takes the same inputs as
+    :func:`fastcollate.pack` (tensors, NumPy arrays, lists of numbers, mixed) with the
+    same dtype rules (promotion, never truncation), and copies each element once.
+
+    Parameters
+    ----------
+    sequences : list or tuple of samples of shape ``(L_i, *row)`` (``L_i`` may be 0).
+    batch_first : bool, default True
+        ``(B, T, *row)`` if True, else ``(T, B, *row)``. (torch's default is False.)
+    padding_value : number, default 0
+    padding_side : {"right", "left"}
+    pad_to_multiple_of : int, optional
+        Round ``T`` up to a multiple of this (tensor-core friendly shapes).
+    return_lengths : bool
+        Also return the lengths as a CPU int64 tensor.
+    dtype : torch.dtype, optional
+        Cast to this dtype.
+    pin_memory : bool
+        Allocate the result in page-locked memory.
+
+    Returns
+    -------
+    Tensor, or ``(Tensor, lengths)`` with ``return_lengths``.
+
+    Examples
+    --------
+    >>> from fastcollate import pad
+    >>> pad([[1, 2, 3], [4]], padding_value=-1).tolist()
+    [[1, 2, 3], [4, -1, -1]]
+    >>> x, lengths = pad([[1, 2, 3], [4]], padding_side="left", return_lengths=True)
+    >>> x.tolist(), lengths.tolist()
+    ([[1, 2, 3], [0, 0, 4]], [3, 1])
+    """
+    plan = plan_batch(sequences, dtype=dtype, sort=False)
+    T = padded_length(plan, pad_to_multiple_of)
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    if plan.flat is not None:
+        out = padded_by_torch(plan, T, batch_first, padding_value, padding_side == "left")
+        if pin_memory and out.device.type == "cpu":
+            out = out.pin_memory()
+    else:
+        out = torch.empty(padded_shape(plan, T, batch_first), dtype=plan.dtype,
+                          pin_memory=pin_memory)
+        write_padded(plan, out, batch_first=batch_first, padding_value=padding_value,
+                     padding_side=padding_side)
+    if return_lengths:
+        return out, torch.from_numpy(plan.lengths)
+    return out

@@ -1,0 +1,81 @@
+"""pad(): equal to torch's pad_sequence where their options overlap."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.nn.utils.rnn import pad_sequence
+
+import fastcollate
+from strategies import ALL_DTYPES, batches, expected_dtype, to_tensor
+
+SETTINGS = settings(max_examples=100, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(batches(min_length=0), st.booleans(), st.sampled_from(["right", "left"]),
+       st.sampled_from([0, 1, -3]))
+def test_pad_equals_pad_sequence(samples, batch_first, side, value):
+    if all(len(s) == 0 for s in samples):
+        samples = samples + [torch.zeros((1,) + tuple(to_tensor(samples[0]).shape[1:]),
+                                         dtype=to_tensor(samples[0]).dtype)]
+    out = fastcollate.pad(samples, batch_first=batch_first, padding_value=value,
+                          padding_side=side)
+    dtype = expected_dtype(samples)
+    assert out.dtype == dtype
+    ref = pad_sequence([to_tensor(s).to(dtype) for s in samples], batch_first=batch_first,
+                       padding_value=value, padding_side=side)
+    assert torch.equal(out, ref)
+
+
+@SETTINGS
+@given(batches(kinds=["tensor", "ndarray", "list"]), st.integers(1, 16), st.booleans())
+def test_pad_to_multiple_of_and_lengths(samples, multiple, batch_first):
+    out, lengths = fastcollate.pad(samples, pad_to_multiple_of=multiple,
+                                   return_lengths=True, batch_first=batch_first)
+    longest = max(len(s) for s in samples)
+    T = out.shape[1] if batch_first else out.shape[0]
+    assert T % multiple == 0 and longest <= T < longest + multiple
+    assert lengths.tolist() == [len(s) for s in samples]
+    ref = pad_sequence([to_tensor(s).to(out.dtype) for s in samples], batch_first=True)
+    view = out if batch_first else out.transpose(0, 1)
+    assert torch.equal(view[:, :longest], ref)
+    assert not view[:, longest:].any()
+
+
+@SETTINGS
+@given(batches(kinds=["list"], dtypes=[torch.int64]), st.sampled_from(ALL_DTYPES))
+def test_pad_lists_with_explicit_dtype(samples, dtype):
+    out = fastcollate.pad(samples, dtype=dtype, padding_value=1)
+    ref = pad_sequence([torch.tensor(s).to(dtype) for s in samples], batch_first=True,
+                       padding_value=1)
+    assert torch.equal(out, ref)
+
+
+def test_pad_float_padding_value_in_a_float_batch():
+    out = fastcollate.pad([np.ones((2, 3), np.float32), np.ones((1, 3), np.float32)],
+                          padding_value=-0.5)
+    assert out[1, 1].tolist() == [-0.5, -0.5, -0.5]
+
+
+def test_pad_backpropagates():
+    a = torch.randn(3, 2, requires_grad=True)
+    b = torch.randn(1, 2, requires_grad=True)
+    out = fastcollate.pad([a, b], padding_side="left")
+    (out * torch.arange(out.numel()).view_as(out)).sum().backward()
+    ref_a, ref_b = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    ref = pad_sequence([ref_a, ref_b], batch_first=True, padding_side="left")
+    (ref * torch.arange(ref.numel()).view_as(ref)).sum().backward()
+    assert torch.equal(a.grad, ref_a.grad) and torch.equal(b.grad, ref_b.grad)
+
+
+def test_pad_errors_name_the_sample():
+    with pytest.raises(ValueError, match="sample 1: has shape"):
+        fastcollate.pad([np.ones((2, 3)), np.ones((2, 4))])
+    with pytest.raises(ValueError, match="padding_side"):
+        fastcollate.pad([[1]], padding_side="middle")
+    with pytest.raises(ValueError, match="pad_to_multiple_of"):
+        fastcollate.pad([[1]], pad_to_multiple_of=0)
+    with pytest.raises(ValueError, match="empty batch"):
+        fastcollate.pad([])
