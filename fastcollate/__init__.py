@@ -5,6 +5,8 @@ Public API
 pack(sequences, *, enforce_sorted=False, dtype=None, pin_memory=False) -> PackedSequence
 pack_lengths(lengths, *, enforce_sorted=False) -> (batch_sizes, sorted_indices, unsorted_indices)
 pad(sequences, *, batch_first=True, padding_value=0, padding_side="right", ...) -> Tensor
+PackedCollate(...), packed_collate, padded_collate: DataLoader collate_fn objects
+to_device(batch, device, non_blocking=True): move nested batches (PackedSequence aware)
 fastcollate.kernels: the low-level Cython kernels (scatter into a buffer you allocate).
 """
 try:
@@ -16,6 +18,8 @@ except ImportError as e:  # no silent pure-Python fallback: say how to build it
         f"(a source checkout is not importable as is). Original error: {e}") from e
 from .packing import pack, pack_lengths
 from .padding import pad
+from .collate import PackedCollate, packed_collate, padded_collate, to_device
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "pack", "pack_lengths", "pad"]
+__all__ = ["__version__", "pack", "pack_lengths", "pad", "PackedCollate", "packed_collate",
+           "padded_collate", "to_device"]
