@@ -1,9 +1,13 @@
-"""``python -m fastcollate``: fastcollate vs torch on the DESIGN.md workloads.
+"""``python -m fastcollate``: the demo.
 
-Prints, for each workload and input kind, the median time of ``fastcollate.pack``,
-``torch.nn.utils.rnn.pack_sequence`` (after ``torch.tensor`` per sample for lists) and
-the copy floor (``np.concatenate`` / ``torch.cat``), with torch single-threaded as in
-DataLoader workers.
+``python -m fastcollate`` trains a small character-level LSTM on the lines of the
+Python standard library through ``DataLoader(collate_fn=PackedCollate(...))`` and
+compares the collate with the usual pad-then-pack one.
+
+``python -m fastcollate bench`` prints, for each DESIGN.md workload and input kind, the
+median time of ``fastcollate.pack``, ``torch.nn.utils.rnn.pack_sequence`` (after
+``torch.tensor`` per sample for lists) and the copy floor (``np.concatenate`` /
+``torch.cat``), with torch single-threaded as in DataLoader workers.
 """
 from __future__ import annotations
 
@@ -64,9 +68,17 @@ def pack_table(budget: float = 0.25) -> list[str]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fastcollate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", nargs="?", choices=["demo", "bench"], default="demo",
+                        help="demo (default): train an LSTM; bench: the pack() table")
+    parser.add_argument("--steps", type=int, default=300, help="demo training steps")
+    parser.add_argument("--batch-size", type=int, default=64, help="demo batch size")
     parser.add_argument("--budget", type=float, default=0.25,
-                        help="seconds of timing per measurement (default 0.25)")
+                        help="bench: seconds of timing per measurement (default 0.25)")
     args = parser.parse_args(argv)
+    if args.what == "demo":
+        from ._demo import run
+        run(steps=args.steps, batch_size=args.batch_size)
+        return
     torch.set_num_threads(1)
     print("pack(): median time per batch, torch single-threaded "
           "(speedup = torch / fastcollate, vs floor = fastcollate / copy floor)")

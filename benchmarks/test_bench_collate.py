@@ -1,0 +1,107 @@
+"""Collate (PackedCollate, pad) against the torch way and the floors, plus DataLoader
+end-to-end throughput.
+
+    pytest benchmarks/test_bench_collate.py --benchmark-only
+"""
+import numpy as np
+import pytest
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset
+
+import fastcollate
+from fastcollate import PackedCollate
+from fastcollate._torch_collate import nothing_collate, torch_collate
+from workloads import WORKLOADS
+
+ALL = list(WORKLOADS)
+
+
+def labelled(name):
+    return [(a, i) for i, a in enumerate(WORKLOADS[name].arrays())]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_collate_fastcollate(benchmark, name):
+    samples = labelled(name)
+    benchmark.group = f"collate-{name}"
+    packed, labels = benchmark(PackedCollate(), samples)
+    assert labels.tolist() == list(range(len(samples)))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_collate_torch_pad_pack(benchmark, name):
+    samples = labelled(name)
+    benchmark.group = f"collate-{name}"
+    benchmark(torch_collate, samples)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_pad_fastcollate(benchmark, name):
+    batch = WORKLOADS[name].arrays()
+    benchmark.group = f"pad-{name}"
+    out = benchmark(fastcollate.pad, batch)
+    assert out.shape[0] == len(batch)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_pad_torch_pad_sequence(benchmark, name):
+    batch = WORKLOADS[name].arrays()
+    benchmark.group = f"pad-{name}"
+    benchmark(lambda: pad_sequence([torch.from_numpy(a) for a in batch], batch_first=True))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_pad_floor_concatenate(benchmark, name):
+    batch = WORKLOADS[name].arrays()
+    benchmark.group = f"pad-{name}"
+    benchmark(np.concatenate, batch)
+
+
+class TokenDataset(Dataset):
+    """The tokens workload's length distribution, 16 batches of 256 (seq, label)."""
+
+    def __init__(self, n=4096):
+        rng = np.random.default_rng(0)
+        lengths = np.clip(rng.lognormal(3.3, 0.8, size=n), 1, 512).astype(np.int64)
+        self.items = [(rng.integers(0, 30000, size=int(k)), i % 10)
+                      for i, k in enumerate(lengths)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+COLLATES = {"fastcollate": PackedCollate(), "torch_pad_pack": torch_collate,
+            "floor_nothing": nothing_collate}
+_LOADERS = {}
+
+
+def loader(collate, workers):
+    key = (collate, workers)
+    if key not in _LOADERS:
+        _LOADERS[key] = DataLoader(TokenDataset(), batch_size=256, collate_fn=COLLATES[collate],
+                                   num_workers=workers, persistent_workers=workers > 0,
+                                   prefetch_factor=4 if workers else None)
+    return _LOADERS[key]
+
+
+def epoch(dl):
+    n = 0
+    for _ in dl:
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("collate", list(COLLATES))
+def test_loader(benchmark, collate, workers):
+    """One epoch of 16 batches; batches/s = 16 / time."""
+    dl = loader(collate, workers)
+    epoch(dl)                                              # start the workers
+    benchmark.group = f"dataloader-tokens-workers{workers}"
+    benchmark.name = f"test_loader_{collate}"
+    n = benchmark.pedantic(epoch, args=(dl,), rounds=5, iterations=1)
+    assert n == 16
