@@ -129,10 +129,48 @@ static void fc_fill_rows(char *dst, int64_t nrows, int64_t row_stride_bytes,
     }
 }
 
+/* Bulk copy / fill of n bytes with non-temporal 16-byte stores in the aligned middle
+ * (ordinary stores for the unaligned head and tail); plain memcpy/memset elsewhere. */
+static void fc_bulk_copy(char *dst, const char *src, size_t n, int stream)
+{
+#ifdef FC_HAVE_STREAM
+    if (stream && n >= 256) {
+        size_t head = (16 - ((uintptr_t)dst & 15)) & 15;
+        memcpy(dst, src, head);
+        size_t body = (n - head) & ~(size_t)15, i;
+        for (i = 0; i < body; i += 16)
+            _mm_stream_si128((__m128i *)(dst + head + i),
+                             _mm_loadu_si128((const __m128i *)(src + head + i)));
+        memcpy(dst + head + body, src + head + body, n - head - body);
+        return;
+    }
+#endif
+    (void)stream;
+    memcpy(dst, src, n);
+}
+
+static void fc_bulk_zero(char *dst, size_t n, int stream)
+{
+#ifdef FC_HAVE_STREAM
+    if (stream && n >= 256) {
+        size_t head = (16 - ((uintptr_t)dst & 15)) & 15;
+        memset(dst, 0, head);
+        size_t body = (n - head) & ~(size_t)15, i;
+        __m128i z = _mm_setzero_si128();
+        for (i = 0; i < body; i += 16)
+            _mm_stream_si128((__m128i *)(dst + head + i), z);
+        memset(dst + head + body, 0, n - head - body);
+        return;
+    }
+#endif
+    (void)stream;
+    memset(dst, 0, n);
+}
+
 FC_CLONES
 static void fc_pad(char *out, const char *const *srcs, const int64_t *lens, int64_t B,
                    int64_t T, int64_t row_bytes, int batch_first, int left,
-                   const char *pad_row)
+                   const char *pad_row, int stream)
 {
     int64_t stride = batch_first ? 1 : B;
     int64_t sb = stride * row_bytes;
@@ -143,8 +181,9 @@ static void fc_pad(char *out, const char *const *srcs, const int64_t *lens, int6
         char *first = out + base * row_bytes;
         /* padding before (left) or after (right) the data */
         if (batch_first && pad_row == NULL) {
-            memset(first, 0, (size_t)(shift * row_bytes));
-            memset(first + (shift + L) * row_bytes, 0, (size_t)((T - shift - L) * row_bytes));
+            fc_bulk_zero(first, (size_t)(shift * row_bytes), stream);
+            fc_bulk_zero(first + (shift + L) * row_bytes, (size_t)((T - shift - L) * row_bytes),
+                         stream);
         } else {
             fc_fill_rows(first, shift, sb, pad_row, row_bytes);
             fc_fill_rows(first + (shift + L) * sb, T - shift - L, sb, pad_row, row_bytes);
@@ -152,7 +191,7 @@ static void fc_pad(char *out, const char *const *srcs, const int64_t *lens, int6
         const char *src = srcs[i];
         if (src == NULL) continue;
         if (batch_first) {
-            memcpy(first + shift * row_bytes, src, (size_t)(L * row_bytes));
+            fc_bulk_copy(first + shift * row_bytes, src, (size_t)(L * row_bytes), stream);
         } else {
             char *d = first + shift * sb;
             switch (row_bytes) {
@@ -162,5 +201,8 @@ static void fc_pad(char *out, const char *const *srcs, const int64_t *lens, int6
             }
         }
     }
+#ifdef FC_HAVE_STREAM
+    if (stream) _mm_sfence();
+#endif
 }
 #endif

@@ -150,7 +150,8 @@ cdef extern from "_copy.h" nogil:
                     const int64_t* offsets, int64_t B, int64_t row_bytes, int64_t block,
                     int stream)
     void fc_pad(char* out, const char* const* srcs, const int64_t* lens, int64_t B,
-                int64_t T, int64_t row_bytes, int batch_first, int left, const char* pad_row)
+                int64_t T, int64_t row_bytes, int batch_first, int left, const char* pad_row,
+                int stream)
 
 
 def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes,
@@ -229,13 +230,15 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
 
 
 def pad_scatter(src_ptrs, lengths, Py_ssize_t T, Py_ssize_t row_bytes, uintptr_t out_ptr,
-                bint batch_first=True, bint left=False, bytes pad_row=None):
+                bint batch_first=True, bint left=False, bytes pad_row=None, int stream=-1):
     """Write contiguous samples into a padded ``(B, T, *row)`` or ``(T, B, *row)`` buffer.
 
     Low-level, like :func:`scatter`: sample ``i`` is ``lengths[i]`` contiguous rows of
     ``row_bytes`` bytes at ``src_ptrs[i]`` (0: write only its padding), the buffer at
     ``out_ptr`` holds ``B * T`` rows. Padding rows get ``pad_row`` (``row_bytes`` bytes;
-    None: zeros). ``left`` puts the padding before the data. The GIL is released.
+    None: zeros). ``left`` puts the padding before the data. ``stream``: non-temporal
+    stores for the batch-first bulk copies, -1 (default) when the output is over
+    ``STREAM_MIN_BYTES``. The GIL is released.
     """
     cdef const int64_t[::1] ptrs = np.ascontiguousarray(src_ptrs, dtype=np.int64)
     cdef const int64_t[::1] lens = np.ascontiguousarray(lengths, dtype=np.int64)
@@ -250,9 +253,11 @@ def pad_scatter(src_ptrs, lengths, Py_ssize_t T, Py_ssize_t row_bytes, uintptr_t
     if B == 0 or row_bytes <= 0:
         return
     cdef const char* pad = NULL if pad_row is None else <const char*>pad_row
+    if stream < 0:
+        stream = B * T * row_bytes >= STREAM_MIN_BYTES
     with nogil:
         fc_pad(<char*>out_ptr, <const char* const*>&ptrs[0], &lens[0], B, T, row_bytes,
-               batch_first, left, pad)
+               batch_first, left, pad, stream)
 
 
 cpdef int64_t choose_block(Py_ssize_t row_bytes, Py_ssize_t B) noexcept:
