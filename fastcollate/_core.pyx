@@ -17,6 +17,7 @@ from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uintptr_t
+from libc.string cimport memcpy
 
 import numpy as np
 cimport numpy as cnp
@@ -550,3 +551,90 @@ def tensor_sources(seqs, tensor_type, dtype, tuple row):
         lens[i] = <object>PyTuple_GET_ITEM(shape, 0)
         ptrs[i] = t.data_ptr()
     return ptrs_arr, lens_arr
+
+
+# ---------------------------------------------------------------------------------------
+# Collate helpers: split records into columns, numbers into arrays
+# ---------------------------------------------------------------------------------------
+
+def split_columns(samples, Py_ssize_t nfields):
+    """Columns of a batch of tuples/lists with ``nfields`` fields each.
+
+    Returns a list of ``nfields`` lists, or ``(index, None)`` naming the first sample
+    that is not a tuple/list of that many fields (the caller raises).
+    """
+    cdef Py_ssize_t B = len(samples), i, k
+    cdef list cols = [[None] * B for _ in range(nfields)]
+    cdef list col
+    cdef object s
+    cdef PyObject* item
+    cdef type t0 = type(samples[0]) if B else tuple
+    for i in range(B):
+        s = samples[i]
+        if type(s) is not t0:
+            return i, None
+        if PyTuple_CheckExact(s):
+            if PyTuple_GET_SIZE(s) != nfields:
+                return i, None
+            for k in range(nfields):
+                col = <list>PyList_GET_ITEM(cols, k)
+                col[i] = <object>PyTuple_GET_ITEM(s, k)
+        elif PyList_CheckExact(s):
+            if PyList_GET_SIZE(s) != nfields:
+                return i, None
+            for k in range(nfields):
+                col = <list>PyList_GET_ITEM(cols, k)
+                col[i] = <object>PyList_GET_ITEM(s, k)
+        else:
+            if len(s) != nfields:
+                return i, None
+            for k in range(nfields):
+                col = <list>PyList_GET_ITEM(cols, k)
+                col[i] = s[k]
+    return cols
+
+
+def exact_numbers(values):
+    """An int64 array if every value is an exact Python int that fits int64, a float64
+    array if every value is an exact Python float; otherwise None."""
+    cdef Py_ssize_t B = len(values), i
+    if B == 0:
+        return None
+    cdef object first = values[0]
+    cdef cnp.ndarray arr
+    cdef int64_t[::1] ints
+    cdef double[::1] floats
+    cdef PyObject* x
+    cdef int overflow = 0
+    if PyLong_CheckExact(<PyObject*>first):
+        arr = np.empty(B, dtype=np.int64)
+        ints = arr
+        for i in range(B):
+            x = <PyObject*>values[i]
+            if not PyLong_CheckExact(x):
+                return None
+            ints[i] = PyLong_AsLongLongAndOverflow(x, &overflow)
+            if overflow:
+                return None
+        return arr
+    if PyFloat_CheckExact(<PyObject*>first):
+        arr = np.empty(B, dtype=np.float64)
+        floats = arr
+        for i in range(B):
+            x = <PyObject*>values[i]
+            if not PyFloat_CheckExact(x):
+                return None
+            floats[i] = PyFloat_AS_DOUBLE(x)
+        return arr
+    return None
+
+
+def copy_array(uintptr_t dst, src):
+    """Copy a C-contiguous NumPy array's bytes to address ``dst`` (caller sizes it)."""
+    cdef cnp.ndarray a = src
+    if not cnp.PyArray_ISCARRAY_RO(a):
+        raise ValueError("copy_array needs a C-contiguous, aligned array")
+    cdef size_t n = <size_t>cnp.PyArray_NBYTES(a)
+    cdef const char* p = <const char*>cnp.PyArray_DATA(a)
+    with nogil:
+        memcpy(<void*>dst, p, n)

@@ -196,3 +196,14 @@ def test_large_tensor_samples_read_directly_or_fall_back(odd):
     p = fastcollate.pack(samples)
     assert p.data.dtype == expected_dtype(samples)
     assert_packed_equal(p, [s.detach() for s in samples])
+
+
+def test_threads_can_pack_concurrently():
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(5)
+    batches = [[rng.standard_normal((int(n), 64)).astype(np.float32)
+                for n in rng.integers(50, 400, size=32)] for _ in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(fastcollate.pack, batches))
+    for p, batch in zip(results, batches):
+        assert_packed_equal(p, batch)
