@@ -7,6 +7,8 @@ pack_lengths(lengths, *, enforce_sorted=False) -> (batch_sizes, sorted_indices, 
 pad(sequences, *, batch_first=True, padding_value=0, padding_side="right", ...) -> Tensor
 PackedCollate(...), packed_collate, padded_collate: DataLoader collate_fn objects
 to_device(batch, device, non_blocking=True): move nested batches (PackedSequence aware)
+BucketBatchSampler(lengths, *, max_tokens=None, batch_size=None, ...): length-bucketing
+    batch_sampler (deterministic, resumable, distributed); padding_efficiency(lengths, batches)
 fastcollate.kernels: the low-level Cython kernels (scatter into a buffer you allocate).
 """
 try:
@@ -19,7 +21,9 @@ except ImportError as e:  # no silent pure-Python fallback: say how to build it
 from .packing import pack, pack_lengths
 from .padding import pad
 from .collate import PackedCollate, packed_collate, padded_collate, to_device
+from .sampler import BucketBatchSampler, PaddingStats, padding_efficiency
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "pack", "pack_lengths", "pad", "PackedCollate", "packed_collate",
-           "padded_collate", "to_device"]
+           "padded_collate", "to_device", "BucketBatchSampler", "PaddingStats",
+           "padding_efficiency"]
