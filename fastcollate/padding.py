@@ -28,9 +28,19 @@ def padded_shape(plan: Plan, T: int, batch_first: bool) -> Tuple[int, ...]:
     return ((B, T) if batch_first else (T, B)) + plan.row
 
 
+def _check_padding_value(value, dtype: torch.dtype) -> None:
+    """An integer dtype must hold the padding value (torch.full would wrap -3 to 253)."""
+    if not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool):
+        info = torch.iinfo(dtype)
+        if isinstance(value, (int, float)) and not info.min <= value <= info.max:
+            raise OverflowError(f"padding_value {value!r} does not fit {dtype} "
+                                f"(range {info.min}..{info.max})")
+
+
 def _pad_row(value: Union[int, float, bool, complex], dtype: torch.dtype,
              row: Tuple[int, ...]) -> Optional[bytes]:
     """One row of padding as bytes (None when it is all zero bytes: memset)."""
+    _check_padding_value(value, dtype)
     filled = torch.full((1,) + row, value, dtype=dtype)
     raw = filled.view(torch.uint8).numpy().tobytes()
     return None if not any(raw) else raw
@@ -93,6 +103,7 @@ def padded_by_torch(plan: Plan, T: int, batch_first: bool, padding_value, left: 
                     ) -> torch.Tensor:
     """Padding by torch ops on ``plan.flat`` (differentiable, any device)."""
     flat = plan.flat
+    _check_padding_value(padding_value, flat.dtype)
     B = len(plan.lengths)
     base = flat.new_full((B * T,) + plan.row, padding_value)
     idx = torch.from_numpy(padded_positions(plan.lengths, T, batch_first, left))

@@ -25,7 +25,7 @@ def test_pad_equals_pad_sequence(samples, batch_first, side, value):
         ref = pad_sequence([to_tensor(s).to(dtype) for s in samples],
                            batch_first=batch_first, padding_value=value, padding_side=side)
     except RuntimeError:          # a padding value the dtype cannot hold (-3 in uint8)
-        with pytest.raises(RuntimeError, match="overflow"):
+        with pytest.raises(OverflowError, match="padding_value"):
             fastcollate.pad(samples, batch_first=batch_first, padding_value=value,
                             padding_side=side)
         return
@@ -85,3 +85,5 @@ def test_pad_errors_name_the_sample():
         fastcollate.pad([[1]], pad_to_multiple_of=0)
     with pytest.raises(ValueError, match="empty batch"):
         fastcollate.pad([])
+    with pytest.raises(OverflowError, match="padding_value -1 does not fit torch.uint8"):
+        fastcollate.pad([np.ones(2, np.uint8), np.ones(1, np.uint8)], padding_value=-1)
