@@ -1,5 +1,7 @@
 """The demo behind ``python -m fastcollate``: a character-level LSTM language model on
-the lines of the Python standard library's own source, fed by DataLoader + PackedCollate.
+the lines of the Python standard library's own source, fed by DataLoader +
+BucketBatchSampler + PackedCollate, then side-by-side tables: random vs bucketed batches,
+fastcollate vs the usual pad-then-pack collate.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .collate import PackedCollate, to_device
+from .sampler import BucketBatchSampler, padding_efficiency
 from ._torch_collate import torch_collate
 
 VOCAB = 128   # ASCII
@@ -52,6 +55,10 @@ class CharLines(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def lengths(self) -> np.ndarray:
+        """Length of every sample (for the bucketing sampler)."""
+        return np.array([len(x) - 1 for x in self.ids], dtype=np.int64)
+
     def __getitem__(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
         ids = self.ids[i]
         return ids[:-1], ids[1:]
@@ -75,15 +82,24 @@ def progress(step: int, total: int, loss: float, width: int = 30) -> str:
     return f"\r[{'#' * done}{'.' * (width - done)}] step {step:4d}/{total} loss {loss:.3f}"
 
 
+def make_loader(dataset: CharLines, batch_size: int, device: torch.device, bucketed: bool,
+                seed: int = 0) -> DataLoader:
+    """Random batches (shuffle) or length-bucketed ones (BucketBatchSampler)."""
+    # inputs and targets share lengths, hence one permutation: logits[i] <-> targets.data[i]
+    collate = PackedCollate(groups=[(0, 1)])
+    pin = device.type == "cuda"
+    if bucketed:
+        sampler = BucketBatchSampler(dataset.lengths(), batch_size=batch_size, seed=seed)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, pin_memory=pin)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
+                      generator=torch.Generator().manual_seed(seed), pin_memory=pin)
+
+
 def train(steps: int, batch_size: int, device: torch.device, dataset: CharLines) -> List[float]:
     torch.manual_seed(0)
     model = CharLSTM().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    # inputs and targets share lengths, hence one permutation: logits[i] <-> targets.data[i]
-    collate = PackedCollate(groups=[(0, 1)])
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(0),
-                        pin_memory=device.type == "cuda", drop_last=True)
+    loader = make_loader(dataset, batch_size, device, bucketed=True)
     losses: List[float] = []
     step = 0
     while step < steps:
@@ -101,6 +117,37 @@ def train(steps: int, batch_size: int, device: torch.device, dataset: CharLines)
                 break
     print()
     return losses
+
+
+def compare_batching(dataset: CharLines, batch_size: int, device: torch.device,
+                     steps: int = 20) -> List[str]:
+    """Padding efficiency of an epoch and LSTM time per training step, random vs bucketed."""
+    lengths = dataset.lengths()
+    rows = [f"{'batching':<28} {'batches':>8} {'real/padded tokens':>19} {'LSTM step':>10}"]
+    for name, bucketed in [("random (shuffle=True)", False), ("BucketBatchSampler", True)]:
+        loader = make_loader(dataset, batch_size, device, bucketed, seed=1)
+        batches = (list(loader.batch_sampler.epoch_batches()) if bucketed
+                   else list(loader.batch_sampler))
+        stats = padding_efficiency(lengths, batches)
+        torch.manual_seed(0)
+        model = CharLSTM().to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        it = iter(loader)
+        t0 = 0.0
+        for i in range(steps + 2):
+            if i == 2:                                   # two warm-up steps
+                t0 = time.perf_counter()
+            inputs, targets = to_device(next(it), device)
+            loss = nn.functional.cross_entropy(model(inputs), targets.data)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        per_step = (time.perf_counter() - t0) / steps
+        rows.append(f"{name:<28} {stats.batches:8d} {stats.efficiency:19.2f} "
+                    f"{per_step * 1e3:8.1f}ms")
+    return rows
 
 
 def torch_pairs_collate(batch):
@@ -145,6 +192,10 @@ def run(steps: int = 300, batch_size: int = 64) -> None:
     elapsed = time.perf_counter() - t0
     print(f"loss {np.mean(losses[:10]):.3f} -> {np.mean(losses[-10:]):.3f} "
           f"in {steps} steps ({elapsed:.1f}s)")
+    print()
+    print(f"batches of {batch_size} lines: padding, and time per LSTM training step")
+    for row in compare_batching(dataset, batch_size, device):
+        print(row)
     print()
     print(f"collate of {batch_size} (input, target) lines, main process:")
     for row in compare_collates(dataset, batch_size):

@@ -7,6 +7,7 @@ def test_demo_trains_and_compares_collates(capsys):
     out = capsys.readouterr().out
     assert "step   12/12" in out
     assert "fastcollate.PackedCollate" in out and "pad_sequence + pack_padded_sequence" in out
+    assert "BucketBatchSampler" in out and "random (shuffle=True)" in out
 
 
 def test_bench_table_lists_every_workload(capsys):
