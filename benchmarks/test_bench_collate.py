@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import fastcollate
 from fastcollate import PackedCollate
-from fastcollate._torch_collate import nothing_collate, torch_collate
+from fastcollate._torch_collate import concat_collate, nothing_collate, torch_collate
 from workloads import WORKLOADS
 
 ALL = list(WORKLOADS)
@@ -74,8 +74,10 @@ class TokenDataset(Dataset):
         return self.items[i]
 
 
-COLLATES = {"fastcollate": PackedCollate(), "torch_pad_pack": torch_collate,
-            "floor_nothing": nothing_collate}
+COLLATES = {"fastcollate": PackedCollate(),
+            "fastcollate_separate_tensors": PackedCollate(one_block=False),
+            "torch_pad_pack": torch_collate, "floor_nothing": nothing_collate,
+            "floor_concat": concat_collate}
 _LOADERS = {}
 
 

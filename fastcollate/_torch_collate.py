@@ -1,16 +1,19 @@
 """The collate functions fastcollate is compared against (benchmarks and demo).
 
 ``torch_collate`` is the usual hand-written collate from the torch docs and tutorials:
-``pad_sequence`` then ``pack_padded_sequence``. ``nothing_collate`` returns one tensor,
-doing no work: the DataLoader's own floor. Module-level so DataLoader workers can
+``pad_sequence`` then ``pack_padded_sequence``. ``nothing_collate`` returns one cached
+tensor, doing no work: the DataLoader's own floor. ``concat_collate`` returns the
+batch's sequences concatenated into one fresh tensor: the floor of any collate that
+hands the data over (one copy, one storage). Module-level so DataLoader workers can
 pickle them.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
-__all__ = ["torch_collate", "nothing_collate"]
+__all__ = ["torch_collate", "torch_pad_collate", "nothing_collate", "concat_collate"]
 
 _NOTHING = torch.zeros(1)
 
@@ -36,3 +39,8 @@ def torch_pad_collate(batch):
 def nothing_collate(batch):
     """Returns one tensor and does nothing else."""
     return _NOTHING
+
+
+def concat_collate(batch):
+    """(seq, label) samples -> one tensor: the sequences concatenated."""
+    return torch.from_numpy(np.concatenate([s for s, _ in batch]))

@@ -47,31 +47,35 @@ def _looks_ragged(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and not hasattr(value, "_fields")
 
 
-class _Arena:
-    """Tensors of one batch as aligned views of one block (shared or pinned memory)."""
+def _alloc(nbytes: int, where: str) -> torch.Tensor:
+    """A uint8 tensor of ``nbytes`` in shared, pinned or ordinary memory."""
+    if where == "shared":
+        return torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(nbytes))
+    return torch.empty(nbytes, dtype=torch.uint8, pin_memory=where == "pinned")
 
-    def __init__(self, specs: List[Tuple[Tuple[int, ...], torch.dtype]], where: str):
-        self.starts = []
-        total = 0
-        for shape, dtype in specs:
-            total = -(-total // _ALIGN) * _ALIGN
-            self.starts.append(total)
-            total += math.prod(shape) * dtype.itemsize
-        total = max(-(-total // _ALIGN) * _ALIGN, _ALIGN)
-        if where == "shared":
-            block = torch.empty(0, dtype=torch.uint8).set_(
-                torch.UntypedStorage._new_shared(total))
-        elif where == "pinned":
-            block = torch.empty(total, dtype=torch.uint8, pin_memory=True)
-        else:
-            block = torch.empty(total, dtype=torch.uint8)
-        # 1-D int64 tensors (batch_sizes, indices, lengths, labels) are slices of one
-        # int64 view: one op each instead of three.
-        words = block[:total - total % 8].view(torch.int64)
-        self.views = [
-            words[start // 8:start // 8 + shape[0]] if dtype == torch.int64 and len(shape) == 1
-            else block[start:start + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
-            for start, (shape, dtype) in zip(self.starts, specs)]
+
+def _arena(specs: List[Tuple[Tuple[int, ...], torch.dtype]], where: str,
+           one_block: bool = True) -> List[torch.Tensor]:
+    """Empty tensors of the given shapes/dtypes: aligned views of one block (one
+    allocation, one storage to hand over), or separate allocations."""
+    sizes = [math.prod(shape) * dtype.itemsize for shape, dtype in specs]
+    if not one_block:
+        return [_alloc(max(n, 1), where)[:n].view(dtype).view(shape)
+                for n, (shape, dtype) in zip(sizes, specs)]
+    starts = []
+    total = 0
+    for n in sizes:
+        total = -(-total // _ALIGN) * _ALIGN
+        starts.append(total)
+        total += n
+    total = max(-(-total // _ALIGN) * _ALIGN, _ALIGN)
+    block = _alloc(total, where)
+    # 1-D int64 tensors (batch_sizes, indices, lengths, labels) are slices of one int64
+    # view: one op each instead of three.
+    words = block.view(torch.int64)
+    return [words[start // 8:start // 8 + shape[0]] if dtype == torch.int64 and len(shape) == 1
+            else block[start:start + n].view(dtype).view(shape)
+            for start, n, (shape, dtype) in zip(starts, sizes, specs)]
 
 
 @dataclasses.dataclass
@@ -117,8 +121,12 @@ class PackedCollate:
         Write the batch straight into page-locked memory (main-process loading; with
         workers, use ``DataLoader(pin_memory=True)`` instead).
     shared_memory : bool, optional
-        Put the batch in one shared-memory block. Default: only inside a DataLoader
-        worker, where it saves the copy and the per-tensor hand-over.
+        Allocate the batch in shared memory. Default: only inside a DataLoader worker,
+        where it saves the copy into shared memory on the way to the main process.
+    one_block : bool, default True
+        Every tensor of the batch is a view of one allocation (one storage to share and
+        hand over). ``False`` allocates each tensor separately, as ``default_collate``
+        does; it is there to measure the difference.
 
     Extra outputs (``lengths``, ``mask``): for dict samples, keys ``"<key>_lengths"``
     and ``"<key>_mask"``; otherwise the batch becomes a tuple with the lengths (one
@@ -142,7 +150,7 @@ class PackedCollate:
                  enforce_sorted: bool = False, batch_first: bool = True,
                  padding_value: Union[int, float] = 0, padding_side: str = "right",
                  pad_to_multiple_of: Optional[int] = None, pin_memory: bool = False,
-                 shared_memory: Optional[bool] = None):
+                 shared_memory: Optional[bool] = None, one_block: bool = True):
         if mode not in ("pack", "pad"):
             raise ValueError(f"mode must be 'pack' or 'pad', got {mode!r}")
         if mask and mode != "pad":
@@ -162,6 +170,7 @@ class PackedCollate:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.pin_memory = pin_memory
         self.shared_memory = shared_memory
+        self.one_block = one_block
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -352,8 +361,8 @@ class PackedCollate:
         for key, value in fixed.items():
             if isinstance(value, torch.Tensor) and value.device.type == "cpu":
                 want(key, "fixed", value.shape, value.dtype)
-        arena = _Arena(specs, self._where())
-        out: Dict[Tuple[Key, str], Any] = dict(zip(names, arena.views))
+        views = _arena(specs, self._where(), self.one_block)
+        out: Dict[Tuple[Key, str], Any] = dict(zip(names, views))
         for key, f in fields.items():
             p = f.plan
             if key in host_fields:

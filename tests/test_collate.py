@@ -147,6 +147,14 @@ def test_batches_can_live_in_one_shared_block():
     assert packed.data.tolist() == [1, 4, 2, 3] and labels.tolist() == [5, 6]
 
 
+def test_one_block_false_allocates_each_tensor_separately():
+    packed, labels = PackedCollate(shared_memory=True, one_block=False)([([1, 2], 5), ([4], 6)])
+    tensors = [packed.data, packed.batch_sizes, packed.sorted_indices, labels]
+    assert all(t.is_shared() for t in tensors)
+    assert len({t.untyped_storage().data_ptr() for t in tensors}) == len(tensors)
+    assert packed.data.tolist() == [1, 4, 2] and labels.tolist() == [5, 6]
+
+
 def test_structure_mismatch_errors_name_the_sample():
     with pytest.raises(ValueError, match="sample 1 has keys"):
         packed_collate([{"x": [1]}, {"y": [1]}])
