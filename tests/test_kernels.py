@@ -78,3 +78,30 @@ def test_list_kind_reports_the_first_sample_it_cannot_read():
     assert _core.list_kind([[True], [False]])[0] == _core.KIND_BOOL
     assert _core.list_kind([[1], [1j]])[0] == _core.KIND_COMPLEX
     assert _core.list_kind([[1], [[2]], ["x"]]) == (_core.KIND_OTHER, 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 30), min_size=1, max_size=20),
+       st.sampled_from([1, 2, 3, 4, 8, 12, 16, 20, 64, 320]), st.integers(0, 2),
+       st.booleans(), st.booleans(), st.booleans(), st.sampled_from([0, 1]),
+       st.integers(0, 2**32 - 1))
+def test_pad_scatter_every_layout(lengths, row_bytes, extra, batch_first, left, zero, stream,
+                                  seed):
+    rng = np.random.default_rng(seed)
+    B, T = len(lengths), max(lengths) + extra
+    srcs = [rng.integers(0, 256, size=(n, row_bytes), dtype=np.uint8) for n in lengths]
+    skip = rng.random(B) < 0.2                       # address 0: only the padding is written
+    ptrs = np.array([0 if k else s.ctypes.data for s, k in zip(srcs, skip)], dtype=np.int64)
+    pad = None if zero else bytes(rng.integers(0, 256, size=row_bytes, dtype=np.uint8))
+    out = np.full(B * T * row_bytes, 0xAB, dtype=np.uint8)
+    _core.pad_scatter(ptrs, lengths, T, row_bytes, out.ctypes.data, batch_first, left, pad,
+                      stream)
+    view = out.reshape((B, T, row_bytes) if batch_first else (T, B, row_bytes))
+    view = view if batch_first else view.transpose(1, 0, 2)
+    expect_pad = np.frombuffer(pad, np.uint8) if pad else np.zeros(row_bytes, np.uint8)
+    for i, n in enumerate(lengths):
+        start = T - n if left else 0
+        data = view[i, start:start + n]
+        np.testing.assert_array_equal(data, np.full_like(data, 0xAB) if skip[i] else srcs[i])
+        padding = np.concatenate([view[i, :start], view[i, start + n:]])
+        assert (padding == expect_pad).all()
