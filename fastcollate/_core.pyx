@@ -214,13 +214,26 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
                 raise ValueError(f"sorted_indices[{r}] = {i} is out of range")
             srcs[r] = <uintptr_t>ptrs_in[i]
             lens[r] = lens_in[i]
-    # consistency: lengths must be non-increasing in rank order and agree with batch_sizes
+    # consistency, so that no write can leave the sum(lengths) rows of the output:
+    # lengths non-increasing in rank order, batch_sizes[t] == #{r: lens[r] > t}
     for r in range(1, B):
         if lens[r] > lens[r - 1]:
             raise ValueError("lengths are not sorted by sorted_indices")
-    if lens[B - 1] < 1 or T != lens[0] or bs[0] != B or (T > 0 and bs[T - 1] < 1):
+    if lens[B - 1] < 1 or T != lens[0]:
         raise ValueError("batch_sizes do not match lengths")
-    cdef const int64_t[::1] offs = offsets_of(bs)
+    cdef cnp.ndarray offs_arr = np.empty(T + 1, dtype=np.int64)
+    cdef int64_t[::1] offs = offs_arr
+    cdef Py_ssize_t active = B, t
+    cdef int64_t acc = 0
+    for t in range(T):
+        while active > 0 and lens[active - 1] <= t:
+            active -= 1
+        if bs[t] != active:
+            raise ValueError(f"batch_sizes[{t}] = {bs[t]} does not match lengths "
+                             f"({active} samples are longer than {t})")
+        offs[t] = acc
+        acc += active
+    offs[T] = acc
     if block <= 0:
         block = choose_block(row_bytes, B)
     if stream < 0:
@@ -638,3 +651,12 @@ def copy_array(uintptr_t dst, src):
     cdef const char* p = <const char*>cnp.PyArray_DATA(a)
     with nogil:
         memcpy(<void*>dst, p, n)
+
+
+cpdef int64_t sum_lengths(const int64_t[::1] lengths) except? -1:
+    """Sum of an int64 array (a NumPy reduction costs microseconds on small arrays)."""
+    cdef int64_t acc = 0
+    cdef Py_ssize_t i
+    for i in range(lengths.shape[0]):
+        acc += lengths[i]
+    return acc

@@ -367,7 +367,7 @@ class PackedCollate:
             p = f.plan
             if key in host_fields:
                 if self.mode == "pack":
-                    write_plan(p, out[key, "data"])
+                    write_plan(p, out[key, "data"], _trusted=True)
                 else:
                     write_padded(p, out[key, "data"], batch_first=self.batch_first,
                                  padding_value=self.padding_value,

@@ -98,7 +98,7 @@ class Plan:
     @cached_property
     def total(self) -> int:
         """Number of rows of the packed data."""
-        return int(self.lengths.sum())
+        return _core.sum_lengths(self.lengths)
 
     @cached_property
     def shape(self) -> Tuple[int, ...]:
@@ -377,14 +377,14 @@ def _check_int_lists(seqs: list, ts: List[torch.Tensor], dtype: torch.dtype) -> 
                     OverflowError, i, f"value {bad} does not fit {dtype} (range {lo}..{hi})")
 
 
-def write_plan(plan: Plan, out: torch.Tensor) -> torch.Tensor:
+def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torch.Tensor:
     """Write a planned batch into ``out``, a contiguous CPU tensor of ``plan.shape``
     and ``plan.dtype`` that the caller allocated (pinned, shared memory...)."""
     if plan.flat is not None:
         out.copy_(packed_by_torch(plan))
         return out
-    if (tuple(out.shape) != plan.shape or out.dtype != plan.dtype
-            or out.device.type != "cpu" or not out.is_contiguous()):
+    if not _trusted and (tuple(out.shape) != plan.shape or out.dtype != plan.dtype
+                         or out.device.type != "cpu" or not out.is_contiguous()):
         raise ValueError(
             f"out must be a contiguous CPU tensor of shape {plan.shape} and dtype "
             f"{plan.dtype}, got {tuple(out.shape)} {out.dtype} on {out.device}")
@@ -465,7 +465,7 @@ def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
             data = data.pin_memory()
     else:
         data = write_plan(plan, torch.empty(plan.shape, dtype=plan.dtype,
-                                            pin_memory=pin_memory))
+                                            pin_memory=pin_memory), _trusted=True)
     return wrap_packed(data, plan)
 
 

@@ -60,6 +60,8 @@ def test_scatter_rejects_inconsistent_metadata():
         _core.scatter([a.ctypes.data], [3], order, [1, 1], 8, out.ctypes.data)
     with pytest.raises(ValueError, match="out of range"):
         _core.scatter([a.ctypes.data], [3], [5], bs, 8, out.ctypes.data)
+    with pytest.raises(ValueError, match=r"batch_sizes\[1\] = 2 does not match"):
+        _core.scatter([a.ctypes.data] * 2, [3, 1], None, [2, 2, 1], 8, out.ctypes.data)
     with pytest.raises(ValueError, match="not sorted"):
         _core.scatter([a.ctypes.data] * 2, [1, 3], None, [2, 1, 1], 8, out.ctypes.data)
 
