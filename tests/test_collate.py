@@ -66,6 +66,12 @@ def test_dict_namedtuple_and_dataclass_samples():
     assert isinstance(dc, Record) and same_packed(dc.seq, nt.seq) and same_packed(d["x"], nt.seq)
 
 
+def test_dict_samples_may_order_their_keys_differently():
+    out = packed_collate([{"x": [1, 2], "y": 0}, {"y": 1, "x": [3]}])
+    assert list(out) == ["x", "y"] and out["y"].tolist() == [0, 1]
+    assert out["x"].data.tolist() == [1, 3, 2]
+
+
 def test_inputs_and_targets_share_one_permutation():
     rng = np.random.default_rng(3)
     seqs = ragged_batch(rng, B=40)
