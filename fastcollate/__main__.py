@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any, Callable, List, Tuple
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pack_sequence
 
 from . import pack
-from ._workloads import WORKLOADS
+from ._workloads import WORKLOADS, Workload
 
 
-def median_seconds(fn, *, budget: float = 0.25, min_runs: int = 5) -> float:
+Case = Tuple[str, list, Callable[[], Any], Callable[[], Any]]
+
+
+def median_seconds(fn: Callable[[], Any], *, budget: float = 0.25, min_runs: int = 5) -> float:
     """Median wall time of fn() over repeated runs within a time budget."""
     fn()
-    times = []
+    times: List[float] = []
     start = time.perf_counter()
     while len(times) < min_runs or time.perf_counter() - start < budget:
         t0 = time.perf_counter()
@@ -34,28 +38,30 @@ def median_seconds(fn, *, budget: float = 0.25, min_runs: int = 5) -> float:
     return float(np.median(times))
 
 
-def pack_table(budget: float = 0.25) -> list[str]:
+def cases(w: Workload) -> List[Case]:
+    """(input kind, batch, torch reference, copy floor) for one workload."""
+    arrays, tensors = w.arrays(), w.tensors()
+    out: List[Case] = [
+        ("numpy", arrays,
+         lambda: pack_sequence([torch.from_numpy(a) for a in arrays], enforce_sorted=False),
+         lambda: np.concatenate(arrays)),
+        ("tensor", tensors, lambda: pack_sequence(tensors, enforce_sorted=False),
+         lambda: torch.cat(tensors)),
+    ]
+    if w.is_flat:
+        lists = w.lists()
+        out.append(("list", lists,
+                    lambda: pack_sequence([torch.tensor(s) for s in lists],
+                                          enforce_sorted=False),
+                    lambda: np.array([x for s in lists for x in s])))
+    return out
+
+
+def pack_table(budget: float = 0.25) -> List[str]:
     rows = [f"{'workload':<11} {'input':<7} {'fastcollate':>12} {'torch':>11} "
             f"{'floor':>10} {'speedup':>8} {'vs floor':>9}"]
     for name, w in WORKLOADS.items():
-        arrays = w.arrays()
-        cases = {
-            "numpy": (arrays,
-                      lambda: pack_sequence([torch.from_numpy(a) for a in arrays],
-                                            enforce_sorted=False),
-                      lambda: np.concatenate(arrays)),
-            "tensor": (w.tensors(), None, None),
-        }
-        tensors = cases["tensor"][0]
-        cases["tensor"] = (tensors, lambda: pack_sequence(tensors, enforce_sorted=False),
-                           lambda: torch.cat(tensors))
-        if w.is_flat:
-            lists = w.lists()
-            cases["list"] = (
-                lists,
-                lambda: pack_sequence([torch.tensor(s) for s in lists], enforce_sorted=False),
-                lambda: np.array([x for s in lists for x in s]))
-        for kind, (batch, ref, floor) in cases.items():
+        for kind, batch, ref, floor in cases(w):
             t_ours = median_seconds(lambda: pack(batch), budget=budget)
             t_torch = median_seconds(ref, budget=budget)
             t_floor = median_seconds(floor, budget=budget)

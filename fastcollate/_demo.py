@@ -9,7 +9,7 @@ import os
 import sys
 import sysconfig
 import time
-from typing import List, Tuple
+from typing import Any, Callable, Iterable, List, Tuple, cast
 
 import numpy as np
 import torch
@@ -126,8 +126,9 @@ def compare_batching(dataset: CharLines, batch_size: int, device: torch.device,
     rows = [f"{'batching':<28} {'batches':>8} {'real/padded tokens':>19} {'LSTM step':>10}"]
     for name, bucketed in [("random (shuffle=True)", False), ("BucketBatchSampler", True)]:
         loader = make_loader(dataset, batch_size, device, bucketed, seed=1)
-        batches = (list(loader.batch_sampler.epoch_batches()) if bucketed
-                   else list(loader.batch_sampler))
+        sampler = loader.batch_sampler
+        batches = (sampler.epoch_batches() if isinstance(sampler, BucketBatchSampler)
+                   else [list(b) for b in cast(Iterable, sampler)])
         stats = padding_efficiency(lengths, batches)
         torch.manual_seed(0)
         model = CharLSTM().to(device)
@@ -161,8 +162,10 @@ def torch_pairs_collate(batch):
 def compare_collates(dataset: CharLines, batch_size: int, batches: int = 60) -> List[str]:
     samples = [dataset[i] for i in range(batch_size)]
     rows = [f"{'collate':<38} {'collate/batch':>14} {'DataLoader batches/s':>21}"]
-    for name, fn in [("fastcollate.PackedCollate", PackedCollate(groups=[(0, 1)])),
-                     ("pad_sequence + pack_padded_sequence", torch_pairs_collate)]:
+    collates: List[Tuple[str, Callable[[Any], Any]]] = [
+        ("fastcollate.PackedCollate", PackedCollate(groups=[(0, 1)])),
+        ("pad_sequence + pack_padded_sequence", torch_pairs_collate)]
+    for name, fn in collates:
         fn(samples)
         t0 = time.perf_counter()
         for _ in range(50):

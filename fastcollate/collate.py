@@ -12,7 +12,7 @@ import dataclasses
 import math
 from operator import attrgetter, itemgetter
 from collections.abc import Mapping
-from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -182,6 +182,7 @@ class PackedCollate:
         """The sample structure, its field keys and the batch's columns (key -> values);
         every sample must share the structure of sample 0."""
         first = samples[0]
+        keys: List[Key]
         if _is_sequence_sample(first):
             kind, keys = "bare", [None]
         elif isinstance(first, Mapping):
@@ -205,8 +206,9 @@ class PackedCollate:
             self._raise_structure_error(samples, kind, first, keys)
         if kind == "bare":
             return kind, keys, {None: list(samples)}
-        get = attrgetter if kind == "dataclass" else itemgetter
-        return kind, keys, {k: list(map(get(k), samples)) for k in keys}
+        if kind == "dataclass":
+            return kind, keys, {k: list(map(attrgetter(str(k)), samples)) for k in keys}
+        return kind, keys, {k: list(map(itemgetter(k), samples)) for k in keys}
 
     @staticmethod
     def _same_structure(samples: Sequence[Any], kind: str, first: Any, keys: list) -> bool:
@@ -379,10 +381,10 @@ class PackedCollate:
                                                    self.padding_side == "left")
             if self.mode == "pack":
                 _core.copy_array(out[key, "batch_sizes"].data_ptr(), p.batch_sizes)
-                if (key, "sorted_indices") in out:
-                    _core.copy_array(out[key, "sorted_indices"].data_ptr(), p.sorted_indices)
-                    _core.copy_array(out[key, "unsorted_indices"].data_ptr(),
-                                     p.unsorted_indices)
+                si, ui = p.sorted_indices, p.unsorted_indices
+                if (key, "sorted_indices") in out and si is not None and ui is not None:
+                    _core.copy_array(out[key, "sorted_indices"].data_ptr(), si)
+                    _core.copy_array(out[key, "unsorted_indices"].data_ptr(), ui)
             if self.lengths:
                 _core.copy_array(out[key, "lengths"].data_ptr(), p.lengths)
             if self.mask:
@@ -430,7 +432,7 @@ class PackedCollate:
         elif kind == "namedtuple":
             record = type(first)(*(values[k] for k in keys))
         else:
-            record = dataclasses.replace(first, **values)
+            record = dataclasses.replace(first, **{str(k): v for k, v in values.items()})
         if not extras:
             return record
         return (record,) + tuple(out[k, what] for k, what in extras)
@@ -469,7 +471,7 @@ def to_device(batch: Any, device: Union[str, torch.device], non_blocking: bool =
         return batch.to(device, non_blocking=non_blocking)
     if isinstance(batch, Mapping):
         moved = {k: to_device(v, device, non_blocking) for k, v in batch.items()}
-        return moved if type(batch) is dict else type(batch)(moved)
+        return moved if type(batch) is dict else cast(Any, type(batch))(moved)
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):
         return type(batch)(*(to_device(v, device, non_blocking) for v in batch))
     if isinstance(batch, (list, tuple)):

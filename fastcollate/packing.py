@@ -95,6 +95,18 @@ class Plan:
     list_via: Optional[torch.dtype] = None
     flat: Optional[torch.Tensor] = None
 
+    def require_flat(self) -> torch.Tensor:
+        """``flat``, for the torch-ops path (raises if this plan reads its sources)."""
+        if self.flat is None:
+            raise ValueError("this plan reads its samples directly; it has no torch path")
+        return self.flat
+
+    def require_ptrs(self) -> np.ndarray:
+        """``ptrs``, for the kernels (raises if the data comes from torch ops or lists)."""
+        if self.ptrs is None:
+            raise ValueError("this plan has no sample addresses (torch path or lists)")
+        return self.ptrs
+
     @cached_property
     def total(self) -> int:
         """Number of rows of the packed data."""
@@ -258,8 +270,9 @@ def _plan_from_flat(flat: torch.Tensor, lengths: np.ndarray, row, order: str, dt
 
 def packed_by_torch(plan: Plan) -> torch.Tensor:
     """The packed data by torch ops on ``plan.flat`` (differentiable, any device)."""
-    gather = torch.from_numpy(_packed_positions(plan)).to(plan.flat.device)
-    return plan.flat.index_select(0, gather)
+    flat = plan.require_flat()
+    gather = torch.from_numpy(_packed_positions(plan)).to(flat.device)
+    return flat.index_select(0, gather)
 
 
 def _packed_positions(plan: Plan) -> np.ndarray:
@@ -397,7 +410,7 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
         if plan.list_via is not None:
             out.copy_(target)
         return out
-    _core.scatter(plan.ptrs, plan.lengths, plan.sorted_indices, plan.batch_sizes,
+    _core.scatter(plan.require_ptrs(), plan.lengths, plan.sorted_indices, plan.batch_sizes,
                   plan.row_bytes, out.data_ptr())
     return out
 

@@ -66,7 +66,7 @@ def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
         out.copy_(padded_by_torch(plan, T, batch_first, padding_value, left))
         return out
     if plan.lists is None:
-        _core.pad_scatter(plan.ptrs, plan.lengths, T, plan.row_bytes, out.data_ptr(),
+        _core.pad_scatter(plan.require_ptrs(), plan.lengths, T, plan.row_bytes, out.data_ptr(),
                           batch_first, left, _pad_row(padding_value, plan.dtype, plan.row))
         return out
     # Flat lists of Python numbers: padding first, then every element to its slot.
@@ -102,7 +102,7 @@ def padded_positions(lengths: np.ndarray, T: int, batch_first: bool, left: bool)
 def padded_by_torch(plan: Plan, T: int, batch_first: bool, padding_value, left: bool
                     ) -> torch.Tensor:
     """Padding by torch ops on ``plan.flat`` (differentiable, any device)."""
-    flat = plan.flat
+    flat = plan.require_flat()
     _check_padding_value(padding_value, flat.dtype)
     B = len(plan.lengths)
     base = flat.new_full((B * T,) + plan.row, padding_value)

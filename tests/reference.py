@@ -16,8 +16,8 @@ def reference_pack(samples: Sequence[torch.Tensor], enforce_sorted: bool = False
     """Pack tensors the plain way: rank order, then time step by time step."""
     lengths = [int(s.shape[0]) for s in samples]
     order = list(range(len(samples))) if enforce_sorted else reference_order(lengths)
-    rows = []
-    batch_sizes = []
+    rows: List[torch.Tensor] = []
+    batch_sizes: List[int] = []
     for t in range(max(lengths)):
         active = [i for i in order if lengths[i] > t]
         batch_sizes.append(len(active))

@@ -22,6 +22,7 @@ def assert_packed_equal(p: PackedSequence, samples, enforce_sorted=False):
     if enforce_sorted:
         assert p.sorted_indices is None and p.unsorted_indices is None
     else:
+        assert p.sorted_indices is not None and p.unsorted_indices is not None
         assert p.sorted_indices.tolist() == order
         assert p.unsorted_indices.tolist() == inverse
 
