@@ -3,14 +3,14 @@
 
 This module does not import torch: it works on NumPy arrays, integer addresses and
 Python lists, so one build serves every torch version. The Python layer
-(:mod:`fastcollate.pack`) validates input and owns every policy; the functions here
-check only what they need to stay memory-safe, and raise instead of crashing.
+(:mod:`fastcollate.packing`, :mod:`fastcollate.padding`, :mod:`fastcollate.collate`)
+validates input and owns every policy; the functions here check only what they need to
+stay memory-safe, and raise instead of crashing.
 
 Layout (torch's ``PackedSequence``): samples sorted by length, descending (stable:
 ties keep input order); row ``t`` of the sample of sorted rank ``r`` lands at flat
 row ``offsets[t] + r`` where ``offsets[t] = sum(batch_sizes[:t])``.
 """
-from cpython.long cimport PyLong_AsLongLong
 from cpython.float cimport PyFloat_AsDouble
 from cpython.complex cimport PyComplex_RealAsDouble, PyComplex_ImagAsDouble
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
@@ -385,6 +385,8 @@ def read_lists(seqs, const int64_t[::1] ranks, const int64_t[::1] offsets,
     for i in range(B):
         s = seqs[i]
         is_list = PyList_CheckExact(s)
+        if not is_list and not PyTuple_CheckExact(s):
+            raise TypeError(f"sample {i} is a {type(s).__name__}, expected a list or tuple")
         n = PyList_GET_SIZE(s) if is_list else PyTuple_GET_SIZE(s)
         if n >= offsets.shape[0]:
             raise ValueError(f"sample {i} is longer than the offsets table")

@@ -73,6 +73,10 @@ def test_read_lists_range_checks_every_integer_width():
         _core.read_lists([[1, 200]], np.array([0]), offsets, out.ctypes.data, "c", -128, 127)
     _core.read_lists([[1, -5]], np.array([0]), offsets, out.ctypes.data, "c", -128, 127)
     assert out.tolist() == [1, -5]
+    with pytest.raises(TypeError, match="sample 0 is a ndarray"):
+        _core.read_lists([np.arange(2)], np.array([0]), offsets, out.ctypes.data, "q")
+    with pytest.raises(ValueError, match="longer than the offsets"):
+        _core.read_lists([[1, 2, 3]], np.array([0]), offsets, out.ctypes.data, "c", -128, 127)
 
 
 def test_list_kind_reports_the_first_sample_it_cannot_read():
