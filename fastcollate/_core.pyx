@@ -662,3 +662,64 @@ cpdef int64_t sum_lengths(const int64_t[::1] lengths) except? -1:
     for i in range(lengths.shape[0]):
         acc += lengths[i]
     return acc
+
+
+def list_lengths(seqs):
+    """Lengths of a batch of lists/tuples as int64, or ``(KIND_OTHER, index)`` naming
+    the first sample that is not an exact list/tuple."""
+    cdef Py_ssize_t B = len(seqs), i
+    cdef cnp.ndarray lens_arr = np.empty(B, dtype=np.int64)
+    cdef int64_t[::1] lens = lens_arr
+    cdef object s
+    for i in range(B):
+        s = seqs[i]
+        if PyList_CheckExact(s):
+            lens[i] = PyList_GET_SIZE(s)
+        elif PyTuple_CheckExact(s):
+            lens[i] = PyTuple_GET_SIZE(s)
+        else:
+            return KIND_OTHER, i
+    return lens_arr
+
+
+def read_ints(seqs, const int64_t[::1] ranks, const int64_t[::1] offsets,
+              uintptr_t out_ptr):
+    """Optimistic one-pass reader for the common case, lists of Python ints.
+
+    Writes element ``t`` of ``seqs[i]`` as int64 to ``offsets[t] + ranks[i]``, like
+    :func:`read_lists` with code ``'q'``, without a separate pass to infer the kind.
+    Returns 0 when every element was an int (bools included) and at least one was not
+    a bool; 1 when all were bools (the batch's dtype is then bool); -1 as soon as an
+    element is not an exact int/bool, or does not fit int64 (the caller then takes the
+    inferring path, which reports it properly). The output is partly written then.
+    """
+    cdef Py_ssize_t B = len(seqs), i, j, n
+    cdef int64_t rank, v
+    cdef int overflow
+    cdef bint is_list, saw_int = False
+    cdef object s
+    cdef PyObject* x
+    cdef int64_t* out = <int64_t*>out_ptr
+    if ranks.shape[0] != B:
+        raise ValueError("ranks and seqs differ in size")
+    for i in range(B):
+        s = seqs[i]
+        is_list = PyList_CheckExact(s)
+        if not is_list and not PyTuple_CheckExact(s):
+            raise TypeError(f"sample {i} is a {type(s).__name__}, expected a list or tuple")
+        n = PyList_GET_SIZE(s) if is_list else PyTuple_GET_SIZE(s)
+        if n >= offsets.shape[0]:
+            raise ValueError(f"sample {i} is longer than the offsets table")
+        rank = ranks[i]
+        for j in range(n):
+            x = _item(s, j, is_list)
+            if PyLong_CheckExact(x):
+                saw_int = True
+            elif not PyBool_Check(x):
+                return -1
+            overflow = 0
+            v = PyLong_AsLongLongAndOverflow(x, &overflow)
+            if overflow:
+                return -1
+            out[offsets[j] + rank] = v
+    return 0 if saw_int else 1

@@ -78,6 +78,7 @@ class Plan:
         ``dtype`` (then converted).
     flat : the samples concatenated, when the result must come from torch ops
         (inputs requiring grad, CUDA inputs); ``ptrs`` is then None.
+    ready : the packed data itself, already written while planning (lists of ints).
     """
 
     lengths: np.ndarray
@@ -94,6 +95,7 @@ class Plan:
     list_hi: int = 0
     list_via: Optional[torch.dtype] = None
     flat: Optional[torch.Tensor] = None
+    ready: Optional[torch.Tensor] = None
 
     def require_flat(self) -> torch.Tensor:
         """``flat``, for the torch-ops path (raises if this plan reads its sources)."""
@@ -192,6 +194,10 @@ def _plan_arrays(seqs: list, order: str, dtype) -> Optional[Plan]:
 
 def _plan_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
     """All flat lists/tuples of Python numbers: read straight into the packed layout."""
+    if order != "none" and dtype in (None, torch.int64):
+        plan = _plan_int_lists(seqs, order, dtype)
+        if plan is not None:
+            return plan
     kind, lengths = _core.list_kind(seqs)
     if kind == _core.KIND_OTHER:
         return None
@@ -220,6 +226,22 @@ def _plan_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
             plan.list_code = {torch.float64: "d", torch.complex128: "D"}[via]
         plan.list_via = via
     return plan
+
+
+def _plan_int_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
+    """Token ids and the like: lists of Python ints, read in one pass while planning
+    (no separate pass to infer their kind). None when the batch holds anything else."""
+    lengths = _core.list_lengths(seqs)
+    if isinstance(lengths, tuple):
+        return None
+    bs, si, ui = _sorted(lengths, order)
+    total = _core.sum_lengths(lengths)
+    ready = torch.empty(total, dtype=torch.int64)
+    ranks = ui if ui is not None else np.arange(len(seqs), dtype=np.int64)
+    status = _core.read_ints(seqs, ranks, _core.offsets_of(bs), ready.data_ptr())
+    if status < 0 or (status == 1 and dtype is None):   # floats, others; all bools
+        return None
+    return Plan(lengths, (), torch.int64, bs, si, ui, ready=ready)
 
 
 # Above this many bytes in the first sample, reading each tensor's address (six
@@ -396,6 +418,9 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
     if plan.flat is not None:
         out.copy_(packed_by_torch(plan))
         return out
+    if plan.ready is not None:
+        out.copy_(plan.ready.view(out.shape))
+        return out
     if not _trusted and (tuple(out.shape) != plan.shape or out.dtype != plan.dtype
                          or out.device.type != "cpu" or not out.is_contiguous()):
         raise ValueError(
@@ -476,6 +501,8 @@ def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
         data = packed_by_torch(plan)
         if pin_memory and data.device.type == "cpu":
             data = data.pin_memory()
+    elif plan.ready is not None and not pin_memory:
+        data = plan.ready
     else:
         data = write_plan(plan, torch.empty(plan.shape, dtype=plan.dtype,
                                             pin_memory=pin_memory), _trusted=True)
