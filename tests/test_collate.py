@@ -220,6 +220,28 @@ def test_dataloader_pin_memory_pins_data_and_keeps_batch_sizes_on_cpu():
     assert out.data.shape == (packed.data.shape[0], 4)
 
 
+def test_dataloader_pin_memory_path_pins_packed_fields_and_keeps_batch_sizes(monkeypatch):
+    """Without a GPU, pinning itself cannot run: record which tensors torch's pin-memory
+    step (the one DataLoader(pin_memory=True) applies to every batch) would pin."""
+    from torch.utils.data._utils.pin_memory import pin_memory as pin_batch
+    pinned = []
+
+    def fake_pin(t, *args, **kwargs):
+        pinned.append(t)
+        return t.clone()
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    batch = PackedCollate(lengths=True)([{"x": [1, 2, 3], "y": 0}, {"x": [4], "y": 1}])
+    out = pin_batch(batch)
+    assert isinstance(out["x"], torch.nn.utils.rnn.PackedSequence)
+    assert out["x"].batch_sizes is batch["x"].batch_sizes            # left alone
+    assert any(t is batch["x"].data for t in pinned)                 # data pinned
+    assert any(t is batch["x"].sorted_indices for t in pinned)
+    assert any(t is batch["y"] for t in pinned) and any(t is batch["x_lengths"] for t in pinned)
+    assert all(t is not batch["x"].batch_sizes for t in pinned)
+    assert out["x"].data.tolist() == [1, 4, 2, 3]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_collator_writes_straight_into_pinned_memory():
     packed, labels = PackedCollate(pin_memory=True)([([1, 2], 0), ([3], 1)])
