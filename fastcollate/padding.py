@@ -62,12 +62,14 @@ def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
             f"{padded_shape(plan, T, batch_first)} and dtype {plan.dtype}, got "
             f"{tuple(out.shape)} {out.dtype} on {out.device}")
     left = padding_side == "left"
+    _check_padding_value(padding_value, plan.dtype)
     if plan.flat is not None:
         out.copy_(padded_by_torch(plan, T, batch_first, padding_value, left))
         return out
     if plan.lists is None:
-        _core.pad_scatter(plan.require_ptrs(), plan.lengths, T, plan.row_bytes, out.data_ptr(),
-                          batch_first, left, _pad_row(padding_value, plan.dtype, plan.row))
+        _core.pad_scatter(plan.require_ptrs(), plan.lengths, T, plan.row_bytes,
+                          out.data_ptr(), batch_first, left,
+                          _pad_row(padding_value, plan.dtype, plan.row))
         return out
     # Flat lists of Python numbers: padding first, then every element to its slot.
     target = out if plan.list_via is None else torch.empty(out.shape, dtype=plan.list_via)

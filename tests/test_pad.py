@@ -87,3 +87,5 @@ def test_pad_errors_name_the_sample():
         fastcollate.pad([])
     with pytest.raises(OverflowError, match="padding_value -1 does not fit torch.uint8"):
         fastcollate.pad([np.ones(2, np.uint8), np.ones(1, np.uint8)], padding_value=-1)
+    with pytest.raises(OverflowError, match="padding_value -200 does not fit torch.int8"):
+        fastcollate.pad([[1.5, 2.5], [3.5]], dtype=torch.int8, padding_value=-200)
