@@ -131,9 +131,27 @@ static void fc_fill_rows(char *dst, int64_t nrows, int64_t row_stride_bytes,
 
 /* Bulk copy / fill of n bytes with non-temporal 16-byte stores in the aligned middle
  * (ordinary stores for the unaligned head and tail); plain memcpy/memset elsewhere. */
+#ifdef FC_HAVE_STREAM
+__attribute__((target("avx2")))
+static void fc_bulk_copy32(char *dst, const char *src, size_t n)
+{
+    size_t head = (32 - ((uintptr_t)dst & 31)) & 31;
+    memcpy(dst, src, head);
+    size_t body = (n - head) & ~(size_t)31, i;
+    for (i = 0; i < body; i += 32)
+        _mm256_stream_si256((__m256i *)(dst + head + i),
+                            _mm256_loadu_si256((const __m256i *)(src + head + i)));
+    memcpy(dst + head + body, src + head + body, n - head - body);
+}
+#endif
+
 static void fc_bulk_copy(char *dst, const char *src, size_t n, int stream)
 {
 #ifdef FC_HAVE_STREAM
+    if (stream == 2 && n >= 256 && __builtin_cpu_supports("avx2")) {
+        fc_bulk_copy32(dst, src, n);
+        return;
+    }
     if (stream && n >= 256) {
         size_t head = (16 - ((uintptr_t)dst & 15)) & 15;
         memcpy(dst, src, head);

@@ -89,7 +89,7 @@ def test_list_kind_reports_the_first_sample_it_cannot_read():
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 30), min_size=1, max_size=20),
        st.sampled_from([1, 2, 3, 4, 8, 12, 16, 20, 64, 320]), st.integers(0, 2),
-       st.booleans(), st.booleans(), st.booleans(), st.sampled_from([0, 1]),
+       st.booleans(), st.booleans(), st.booleans(), st.sampled_from([0, 1, 2]),
        st.integers(0, 2**32 - 1))
 def test_pad_scatter_every_layout(lengths, row_bytes, extra, batch_first, left, zero, stream,
                                   seed):
