@@ -17,6 +17,7 @@ from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uintptr_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 import numpy as np
@@ -91,38 +92,38 @@ def sort_lengths(lengths, bint enforce_sorted=False):
                     f"enforce_sorted=True but sample {i} (length {lens[i]}) is longer than "
                     f"sample {i - 1} (length {lens[i - 1]}): sequences must be sorted by "
                     "length in decreasing order, or pass enforce_sorted=False")
-    # counts[l] for l in 0..max_len, then suffix sums: bs_ext[t] = #samples with length > t
-    cdef cnp.ndarray bs_ext_arr = np.zeros(max_len + 1, dtype=np.int64)
-    cdef int64_t[::1] bs_ext = bs_ext_arr
-    cdef cnp.ndarray order_arr
-    cdef int64_t[::1] order
+    # counts, then suffix sums: bs[t] = #samples with length > t, for t in 0..max_len-1
+    cdef cnp.ndarray bs_arr = np.zeros(max_len, dtype=np.int64)
+    cdef int64_t[::1] bs = bs_arr
     cdef int64_t t
     with nogil:
         for i in range(B):
-            bs_ext[lens[i] - 1] += 1           # counts shifted: bs_ext[l-1] = #len == l
+            bs[lens[i] - 1] += 1               # counts shifted: bs[l-1] = #len == l
         for t in range(max_len - 2, -1, -1):    # suffix sum: #len >= t+1 == #len > t
-            bs_ext[t] += bs_ext[t + 1]
-    batch_sizes = bs_ext_arr[:max_len]
+            bs[t] += bs[t + 1]
     if enforce_sorted:
-        return batch_sizes, None, None
-    order_arr = np.empty(B, dtype=np.int64)
-    order = order_arr
+        return bs_arr, None, None
+    cdef cnp.ndarray order_arr = np.empty(B, dtype=np.int64)
     cdef cnp.ndarray inverse_arr = np.empty(B, dtype=np.int64)
-    cdef int64_t[::1] inverse = inverse_arr
-    # samples of length l take ranks [#len > l, #len >= l) = [bs_ext[l], bs_ext[l-1]);
-    # bs_ext[max_len] == 0. A separate cursor array keeps batch_sizes intact.
-    cdef cnp.ndarray cursor_arr = np.empty(max_len + 1, dtype=np.int64)
-    cdef int64_t[::1] cursor = cursor_arr
+    cdef int64_t* order = <int64_t*>cnp.PyArray_DATA(order_arr)
+    cdef int64_t* inverse = <int64_t*>cnp.PyArray_DATA(inverse_arr)
+    # samples of length l take ranks [#len > l, #len >= l) = [bs[l], bs[l-1]) (with
+    # bs[max_len] = 0); a separate cursor per length keeps batch_sizes intact.
+    cdef int64_t* cursor = <int64_t*>malloc((max_len + 1) * sizeof(int64_t))
+    if cursor == NULL:
+        raise MemoryError()
     with nogil:
-        for t in range(max_len):
-            cursor[t + 1] = bs_ext[t + 1]
         cursor[0] = 0
+        for t in range(1, max_len):
+            cursor[t] = bs[t]
+        cursor[max_len] = 0
         for i in range(B):
             l = lens[i]
             order[cursor[l]] = i
             inverse[i] = cursor[l]
             cursor[l] += 1
-    return batch_sizes, order_arr, inverse_arr
+    free(cursor)
+    return bs_arr, order_arr, inverse_arr
 
 
 def offsets_of(const int64_t[::1] batch_sizes):
@@ -196,51 +197,51 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
     if B == 0 or row_bytes <= 0:
         return
     cdef const int64_t[::1] order
-    cdef cnp.ndarray srcs_arr = np.empty(B, dtype=np.uintp)
-    cdef cnp.ndarray lens_arr = np.empty(B, dtype=np.int64)
-    cdef uintptr_t[::1] srcs = srcs_arr
-    cdef int64_t[::1] lens = lens_arr
-    if sorted_indices is None:
-        for r in range(B):
-            srcs[r] = <uintptr_t>ptrs_in[r]
-            lens[r] = lens_in[r]
-    else:
+    if sorted_indices is not None:
         order = np.ascontiguousarray(sorted_indices, dtype=np.int64)
         if order.shape[0] != B:
             raise ValueError("sorted_indices and lengths differ in size")
+    # one scratch block: rank-ordered sources and lengths, then the step offsets
+    cdef int64_t* scratch = <int64_t*>malloc((2 * B + T + 1) * sizeof(int64_t))
+    if scratch == NULL:
+        raise MemoryError()
+    cdef uintptr_t* srcs = <uintptr_t*>scratch
+    cdef int64_t* lens = scratch + B
+    cdef int64_t* offs = scratch + 2 * B
+    cdef Py_ssize_t active = B, t
+    cdef int64_t acc = 0
+    try:
         for r in range(B):
-            i = order[r]
+            i = r if sorted_indices is None else order[r]
             if i < 0 or i >= B:
                 raise ValueError(f"sorted_indices[{r}] = {i} is out of range")
             srcs[r] = <uintptr_t>ptrs_in[i]
             lens[r] = lens_in[i]
-    # consistency, so that no write can leave the sum(lengths) rows of the output:
-    # lengths non-increasing in rank order, batch_sizes[t] == #{r: lens[r] > t}
-    for r in range(1, B):
-        if lens[r] > lens[r - 1]:
-            raise ValueError("lengths are not sorted by sorted_indices")
-    if lens[B - 1] < 1 or T != lens[0]:
-        raise ValueError("batch_sizes do not match lengths")
-    cdef cnp.ndarray offs_arr = np.empty(T + 1, dtype=np.int64)
-    cdef int64_t[::1] offs = offs_arr
-    cdef Py_ssize_t active = B, t
-    cdef int64_t acc = 0
-    for t in range(T):
-        while active > 0 and lens[active - 1] <= t:
-            active -= 1
-        if bs[t] != active:
-            raise ValueError(f"batch_sizes[{t}] = {bs[t]} does not match lengths "
-                             f"({active} samples are longer than {t})")
-        offs[t] = acc
-        acc += active
-    offs[T] = acc
-    if block <= 0:
-        block = choose_block(row_bytes, B)
-    if stream < 0:
-        stream = choose_stream(row_bytes, offs[T] * row_bytes)
-    with nogil:
-        fc_scatter(<char*>out_ptr, <const char* const*>&srcs[0], &lens[0], &offs[0], B,
-                   row_bytes, block, stream)
+        # consistency, so that no write can leave the sum(lengths) rows of the output:
+        # lengths non-increasing in rank order, batch_sizes[t] == #{r: lens[r] > t}
+        for r in range(1, B):
+            if lens[r] > lens[r - 1]:
+                raise ValueError("lengths are not sorted by sorted_indices")
+        if lens[B - 1] < 1 or T != lens[0]:
+            raise ValueError("batch_sizes do not match lengths")
+        for t in range(T):
+            while active > 0 and lens[active - 1] <= t:
+                active -= 1
+            if bs[t] != active:
+                raise ValueError(f"batch_sizes[{t}] = {bs[t]} does not match lengths "
+                                 f"({active} samples are longer than {t})")
+            offs[t] = acc
+            acc += active
+        offs[T] = acc
+        if block <= 0:
+            block = choose_block(row_bytes, B)
+        if stream < 0:
+            stream = choose_stream(row_bytes, acc * row_bytes)
+        with nogil:
+            fc_scatter(<char*>out_ptr, <const char* const*>srcs, lens, offs, B, row_bytes,
+                       block, stream)
+    finally:
+        free(scratch)
 
 
 def pad_scatter(src_ptrs, lengths, Py_ssize_t T, Py_ssize_t row_bytes, uintptr_t out_ptr,
