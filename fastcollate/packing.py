@@ -185,7 +185,7 @@ def _plan_arrays(seqs: list, order: str, dtype) -> Optional[Plan]:
     if odd:
         return None
     a0 = seqs[0]
-    tdtype = _NP_TO_TORCH.get(a0.dtype.newbyteorder("="))
+    tdtype = _NP_TO_TORCH.get(a0.dtype)     # native byte order: array_sources checked
     if tdtype is None or (dtype is not None and dtype != tdtype):
         return None
     bs, si, ui = _sorted(lengths, order)
