@@ -358,6 +358,20 @@ cdef inline PyObject* _item(object s, Py_ssize_t j, bint is_list) noexcept:
     return <PyObject*>(PyList_GET_ITEM(s, j) if is_list else PyTuple_GET_ITEM(s, j))
 
 
+cdef Py_ssize_t _flat_size(object s, Py_ssize_t i, Py_ssize_t n_offsets) except -1:
+    """Size of sample ``i``, a list or tuple, that must fit the offsets table."""
+    cdef Py_ssize_t n
+    if PyList_CheckExact(s):
+        n = PyList_GET_SIZE(s)
+    elif PyTuple_CheckExact(s):
+        n = PyTuple_GET_SIZE(s)
+    else:
+        raise TypeError(f"sample {i} is a {type(s).__name__}, expected a list or tuple")
+    if n >= n_offsets:
+        raise ValueError(f"sample {i} is longer than the offsets table")
+    return n
+
+
 def read_lists(seqs, const int64_t[::1] ranks, const int64_t[::1] offsets,
                uintptr_t out_ptr, str code, int64_t lo=0, int64_t hi=0):
     """Write flat lists of Python numbers into the packed layout at ``out_ptr``.
@@ -387,11 +401,7 @@ def read_lists(seqs, const int64_t[::1] ranks, const int64_t[::1] offsets,
     for i in range(B):
         s = seqs[i]
         is_list = PyList_CheckExact(s)
-        if not is_list and not PyTuple_CheckExact(s):
-            raise TypeError(f"sample {i} is a {type(s).__name__}, expected a list or tuple")
-        n = PyList_GET_SIZE(s) if is_list else PyTuple_GET_SIZE(s)
-        if n >= offsets.shape[0]:
-            raise ValueError(f"sample {i} is longer than the offsets table")
+        n = _flat_size(s, i, offsets.shape[0])
         rank = ranks[i]
         if c == b'q' or c == b'i' or c == b'h' or c == b'c':
             for j in range(n):
@@ -707,11 +717,7 @@ def read_ints(seqs, const int64_t[::1] ranks, const int64_t[::1] offsets,
     for i in range(B):
         s = seqs[i]
         is_list = PyList_CheckExact(s)
-        if not is_list and not PyTuple_CheckExact(s):
-            raise TypeError(f"sample {i} is a {type(s).__name__}, expected a list or tuple")
-        n = PyList_GET_SIZE(s) if is_list else PyTuple_GET_SIZE(s)
-        if n >= offsets.shape[0]:
-            raise ValueError(f"sample {i} is longer than the offsets table")
+        n = _flat_size(s, i, offsets.shape[0])
         rank = ranks[i]
         for j in range(n):
             x = _item(s, j, is_list)
