@@ -4,7 +4,6 @@ Every group holds fastcollate and its references measured in the same run; at th
 a table gives, per group, the median of each and the ratios (reference / fastcollate
 for torch, fastcollate / floor for the copy floor).
 """
-import pytest
 import torch
 
 torch.set_num_threads(1)

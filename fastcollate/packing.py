@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -73,7 +73,7 @@ class Plan:
         (the indices are None with ``enforce_sorted``).
     ptrs : address of each sample's contiguous rows (0 for samples read from lists).
     keep : objects that own the memory ``ptrs`` point into.
-    list_ids, list_code, list_lo, list_hi, list_via : flat Python lists to read, the
+    lists, list_code, list_lo, list_hi, list_via : flat Python lists to read, the
         element code, the integer range, and the dtype to read them in when it is not
         ``dtype`` (then converted).
     flat : the samples concatenated, when the result must come from torch ops
@@ -228,6 +228,11 @@ def _plan_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
     return plan
 
 
+def _ranks(unsorted_indices: Optional[np.ndarray], B: int) -> np.ndarray:
+    """Rank of every input sample (identity when the input is already sorted)."""
+    return unsorted_indices if unsorted_indices is not None else np.arange(B, dtype=np.int64)
+
+
 def _plan_int_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
     """Token ids and the like: lists of Python ints, read in one pass while planning
     (no separate pass to infer their kind). None when the batch holds anything else."""
@@ -237,8 +242,7 @@ def _plan_int_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
     bs, si, ui = _sorted(lengths, order)
     total = _core.sum_lengths(lengths)
     ready = torch.empty(total, dtype=torch.int64)
-    ranks = ui if ui is not None else np.arange(len(seqs), dtype=np.int64)
-    status = _core.read_ints(seqs, ranks, _core.offsets_of(bs), ready.data_ptr())
+    status = _core.read_ints(seqs, _ranks(ui, len(seqs)), _core.offsets_of(bs), ready.data_ptr())
     if status < 0 or (status == 1 and dtype is None):   # floats, others; all bools
         return None
     return Plan(lengths, (), torch.int64, bs, si, ui, ready=ready)
@@ -382,9 +386,6 @@ def _plan_general(seqs: list, order: str, dtype) -> Plan:
         if t.device != t0.device:
             raise _sample_error(
                 ValueError, i, f"is on {t.device}, expected {t0.device} like sample 0")
-        if t.shape[0] == 0 and order != "none":
-            raise _sample_error(ValueError, i, "has length 0: every sample must have "
-                                "length >= 1")
     lengths = np.array([t.shape[0] for t in ts], dtype=np.int64)
     target = dtype
     if target is None:
@@ -428,9 +429,7 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
             f"{plan.dtype}, got {tuple(out.shape)} {out.dtype} on {out.device}")
     if plan.lists is not None:
         target = out if plan.list_via is None else torch.empty(plan.shape, dtype=plan.list_via)
-        ranks = (plan.unsorted_indices if plan.unsorted_indices is not None
-                 else np.arange(len(plan.lengths), dtype=np.int64))
-        _core.read_lists(plan.lists, ranks, _core.offsets_of(plan.batch_sizes),
+        _core.read_lists(plan.lists, _ranks(plan.unsorted_indices, len(plan.lengths)), _core.offsets_of(plan.batch_sizes),
                          target.data_ptr(), plan.list_code, plan.list_lo, plan.list_hi)
         if plan.list_via is not None:
             out.copy_(target)

@@ -96,6 +96,12 @@ def test_group_length_mismatch_names_the_sample():
         PackedCollate(groups=[(0, 1)])(samples)
 
 
+def test_padded_collate_gives_batch_first_padding_and_lengths():
+    padded, labels, lengths = padded_collate([([1, 2, 3], 0), ([4], 1)])
+    assert padded.tolist() == [[1, 2, 3], [4, 0, 0]]
+    assert labels.tolist() == [0, 1] and lengths.tolist() == [3, 1]
+
+
 def test_declared_ragged_fields_and_lengths_option():
     samples = [(np.arange(4), np.ones(3)), (np.arange(2), np.ones(3))]
     packed, fixed, lengths = PackedCollate(ragged=[0], lengths=True)(samples)
