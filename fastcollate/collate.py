@@ -21,7 +21,8 @@ from torch.utils.data import default_collate, get_worker_info
 
 from . import _core
 from .packing import Plan, packed_by_torch, plan_batch, wrap_packed, write_plan
-from .padding import padded_by_torch, padded_length, padded_shape, write_padded
+from .padding import (check_padding_side, padded_by_torch, padded_length, padded_shape,
+                      write_padded)
 
 __all__ = ["PackedCollate", "packed_collate", "padded_collate", "to_device"]
 
@@ -155,8 +156,7 @@ class PackedCollate:
             raise ValueError(f"mode must be 'pack' or 'pad', got {mode!r}")
         if mask and mode != "pad":
             raise ValueError("mask=True needs mode='pad'")
-        if padding_side not in ("right", "left"):
-            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        check_padding_side(padding_side)
         self.ragged = None if ragged is None else tuple(ragged)
         self.mode = mode
         self.groups = tuple(tuple(g) for g in groups)

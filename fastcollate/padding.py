@@ -9,7 +9,7 @@ import torch
 from . import _core
 from .packing import Plan, plan_batch
 
-__all__ = ["pad", "padded_length", "padded_shape", "write_padded"]
+__all__ = ["pad", "padded_length", "padded_shape", "write_padded", "check_padding_side"]
 
 
 def padded_length(plan: Plan, pad_to_multiple_of: Optional[int] = None) -> int:
@@ -26,6 +26,11 @@ def padded_length(plan: Plan, pad_to_multiple_of: Optional[int] = None) -> int:
 def padded_shape(plan: Plan, T: int, batch_first: bool) -> Tuple[int, ...]:
     B = len(plan.lengths)
     return ((B, T) if batch_first else (T, B)) + plan.row
+
+
+def check_padding_side(padding_side: str) -> None:
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
 
 
 def _check_padding_value(value, dtype: torch.dtype) -> None:
@@ -51,8 +56,7 @@ def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
                  padding_side: str = "right") -> torch.Tensor:
     """Write a batch planned with ``plan_batch(..., sort=False)`` into ``out``, a
     contiguous CPU tensor of ``padded_shape(plan, T, batch_first)``, padding included."""
-    if padding_side not in ("right", "left"):
-        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    check_padding_side(padding_side)
     B = len(plan.lengths)
     T = out.shape[1] if batch_first else out.shape[0]
     if (tuple(out.shape) != padded_shape(plan, T, batch_first) or out.dtype != plan.dtype
@@ -153,10 +157,9 @@ def pad(sequences: Sequence[Any], *, batch_first: bool = True,
     >>> x.tolist(), lengths.tolist()
     ([[1, 2, 3], [0, 0, 4]], [3, 1])
     """
+    check_padding_side(padding_side)
     plan = plan_batch(sequences, dtype=dtype, sort=False)
     T = padded_length(plan, pad_to_multiple_of)
-    if padding_side not in ("right", "left"):
-        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     if plan.flat is not None:
         out = padded_by_torch(plan, T, batch_first, padding_value, padding_side == "left")
         if pin_memory and out.device.type == "cpu":
