@@ -117,15 +117,30 @@ static void fc_scatter(char *out, const char *const *srcs, const int64_t *lens,
 /* Padded layout: row t of sample i goes to row base(i) + (shift(i) + t) * stride, where
  * batch-first: base = i * T, stride = 1; time-major: base = i, stride = B; and
  * shift = T - lens[i] for left padding, else 0. Every other row of the sample's slots
- * gets pad_row (row_bytes bytes; NULL: zeros). Samples with srcs[i] == NULL only get
- * their padding (their data is written by someone else). */
+ * is filled with the pattern pad (pad_bytes bytes, repeated; pad_bytes divides
+ * row_bytes; NULL: zeros): one element, so that no padding row is ever built in
+ * memory. Samples with srcs[i] == NULL only get their padding (their data is written
+ * by someone else). */
+static void fc_fill_pattern(char *d, const char *pad, size_t pad_bytes, size_t n)
+{
+    if (n == 0) return;
+    size_t done = pad_bytes < n ? pad_bytes : n;
+    memcpy(d, pad, done);
+    while (done < n) {              /* doubling: log2(n / pad_bytes) copies */
+        size_t k = done < n - done ? done : n - done;
+        memcpy(d + done, d, k);
+        done += k;
+    }
+}
+
 static void fc_fill_rows(char *dst, int64_t nrows, int64_t row_stride_bytes,
-                         const char *pad_row, int64_t row_bytes)
+                         const char *pad, int64_t pad_bytes, int64_t row_bytes)
 {
     for (int64_t k = 0; k < nrows; k++) {
         char *d = dst + k * row_stride_bytes;
-        if (pad_row == NULL) memset(d, 0, (size_t)row_bytes);
-        else fc_copy_row(d, pad_row, (size_t)row_bytes);
+        if (pad == NULL) memset(d, 0, (size_t)row_bytes);
+        else if (pad_bytes == row_bytes) fc_copy_row(d, pad, (size_t)row_bytes);
+        else fc_fill_pattern(d, pad, (size_t)pad_bytes, (size_t)row_bytes);
     }
 }
 
@@ -188,7 +203,7 @@ static void fc_bulk_zero(char *dst, size_t n, int stream)
 FC_CLONES
 static void fc_pad(char *out, const char *const *srcs, const int64_t *lens, int64_t B,
                    int64_t T, int64_t row_bytes, int batch_first, int left,
-                   const char *pad_row, int stream)
+                   const char *pad_row, int64_t pad_bytes, int stream)
 {
     int64_t stride = batch_first ? 1 : B;
     int64_t sb = stride * row_bytes;
@@ -203,8 +218,15 @@ static void fc_pad(char *out, const char *const *srcs, const int64_t *lens, int6
             fc_bulk_zero(first + (shift + L) * row_bytes, (size_t)((T - shift - L) * row_bytes),
                          stream);
         } else {
-            fc_fill_rows(first, shift, sb, pad_row, row_bytes);
-            fc_fill_rows(first + (shift + L) * sb, T - shift - L, sb, pad_row, row_bytes);
+            if (batch_first) {      /* padding rows are contiguous: one pattern fill */
+                fc_fill_pattern(first, pad_row, (size_t)pad_bytes, (size_t)(shift * row_bytes));
+                fc_fill_pattern(first + (shift + L) * row_bytes, pad_row, (size_t)pad_bytes,
+                                (size_t)((T - shift - L) * row_bytes));
+            } else {
+                fc_fill_rows(first, shift, sb, pad_row, pad_bytes, row_bytes);
+                fc_fill_rows(first + (shift + L) * sb, T - shift - L, sb, pad_row, pad_bytes,
+                             row_bytes);
+            }
         }
         const char *src = srcs[i];
         if (src == NULL) continue;

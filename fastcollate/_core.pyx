@@ -11,12 +11,12 @@ Layout (torch's ``PackedSequence``): samples sorted by length, descending (stabl
 ties keep input order); row ``t`` of the sample of sorted rank ``r`` lands at flat
 row ``offsets[t] + r`` where ``offsets[t] = sum(batch_sizes[:t])``.
 """
-from cpython.float cimport PyFloat_AsDouble
+cimport cython
 from cpython.complex cimport PyComplex_RealAsDouble, PyComplex_ImagAsDouble
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.object cimport PyObject
-from libc.stdint cimport int64_t, uint8_t, uintptr_t
+from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -34,6 +34,9 @@ cdef extern from "Python.h":
     bint PyTuple_CheckExact(object)
     long long PyLong_AsLongLongAndOverflow(PyObject*, int*) except? -1
     double PyFloat_AS_DOUBLE(PyObject*)
+    double PyLong_AsDouble(PyObject*)
+    PyObject* PyErr_Occurred()
+    void PyErr_Clear()
 
 # ---------------------------------------------------------------------------------------
 # Lengths, counting sort, batch_sizes
@@ -71,9 +74,7 @@ def sort_lengths(lengths, bint enforce_sorted=False):
     >>> bs.tolist(), order.tolist(), inverse.tolist()
     ([3, 3, 1], [1, 0, 2], [1, 0, 2])
     """
-    cdef cnp.ndarray arr = np.ascontiguousarray(lengths, dtype=np.int64)
-    if arr.ndim != 1:
-        raise ValueError(f"lengths must be one-dimensional, got shape {np.shape(lengths)}")
+    cdef cnp.ndarray arr = _int64_lengths(lengths)
     cdef const int64_t[::1] lens = arr
     cdef Py_ssize_t B = lens.shape[0], i
     if B == 0:
@@ -126,6 +127,26 @@ def sort_lengths(lengths, bint enforce_sorted=False):
     return bs_arr, order_arr, inverse_arr
 
 
+def _int64_lengths(lengths):
+    """``lengths`` as a 1-D int64 array; a value that is not an integer, or does not fit
+    int64, raises naming its index (NumPy would wrap uint64 silently)."""
+    src = np.asarray(lengths)
+    if src.ndim != 1:
+        raise ValueError(f"lengths must be one-dimensional, got shape {src.shape}")
+    if src.dtype.kind == "u" and src.size and src.max() > INT64_MAX:
+        i = int(np.argmax(src > INT64_MAX))
+        raise ValueError(f"sample {i} has length {int(src[i])}, which does not fit int64")
+    if src.size and src.dtype.kind not in "iu":
+        # floats, bools, or Python ints beyond int64 (NumPy made floats/objects of them)
+        items = src.tolist() if isinstance(lengths, np.ndarray) else list(lengths)
+        for i, v in enumerate(items):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"sample {i} has length {v!r}: lengths must be integers")
+            if not -INT64_MAX - 1 <= v <= INT64_MAX:
+                raise ValueError(f"sample {i} has length {v}, which does not fit int64")
+    return np.ascontiguousarray(src, dtype=np.int64)
+
+
 def offsets_of(const int64_t[::1] batch_sizes):
     """Exclusive prefix sum of ``batch_sizes`` (the flat row where step ``t`` starts).
 
@@ -134,12 +155,14 @@ def offsets_of(const int64_t[::1] batch_sizes):
     cdef Py_ssize_t T = batch_sizes.shape[0], t
     cdef cnp.ndarray out = np.empty(T + 1, dtype=np.int64)
     cdef int64_t[::1] o = out
-    cdef int64_t acc = 0
-    with nogil:
-        for t in range(T):
-            o[t] = acc
-            acc += batch_sizes[t]
-        o[T] = acc
+    cdef int64_t acc = 0, b
+    for t in range(T):
+        o[t] = acc
+        b = batch_sizes[t]
+        if b < 0 or b > INT64_MAX - acc:
+            raise ValueError(f"batch_sizes[{t}] = {b}: negative, or the total overflows int64")
+        acc += b
+    o[T] = acc
     return out
 
 
@@ -153,7 +176,7 @@ cdef extern from "_copy.h" nogil:
                     int stream)
     void fc_pad(char* out, const char* const* srcs, const int64_t* lens, int64_t B,
                 int64_t T, int64_t row_bytes, int batch_first, int left, const char* pad_row,
-                int stream)
+                int64_t pad_bytes, int stream)
 
 
 def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes,
@@ -250,8 +273,9 @@ def pad_scatter(src_ptrs, lengths, Py_ssize_t T, Py_ssize_t row_bytes, uintptr_t
 
     Low-level, like :func:`scatter`: sample ``i`` is ``lengths[i]`` contiguous rows of
     ``row_bytes`` bytes at ``src_ptrs[i]`` (0: write only its padding), the buffer at
-    ``out_ptr`` holds ``B * T`` rows. Padding rows get ``pad_row`` (``row_bytes`` bytes;
-    None: zeros). ``left`` puts the padding before the data. ``stream``: non-temporal
+    ``out_ptr`` holds ``B * T`` rows. Padding rows are filled with ``pad_row``, a byte
+    pattern whose length divides ``row_bytes`` (one element, or a whole row), repeated
+    (None: zeros). ``left`` puts the padding before the data. ``stream``: non-temporal
     stores for the batch-first bulk copies (1: 16-byte, 2: 32-byte where the CPU has
     AVX2), -1 (default) picks 2 when the output is over ``STREAM_MIN_BYTES``. The GIL
     is released.
@@ -264,16 +288,18 @@ def pad_scatter(src_ptrs, lengths, Py_ssize_t T, Py_ssize_t row_bytes, uintptr_t
     for i in range(B):
         if lens[i] < 0 or lens[i] > T:
             raise ValueError(f"sample {i} has length {lens[i]}, outside 0..{T}")
-    if pad_row is not None and len(pad_row) != row_bytes:
-        raise ValueError(f"pad_row must be {row_bytes} bytes, got {len(pad_row)}")
     if B == 0 or row_bytes <= 0:
         return
+    if pad_row is not None and (len(pad_row) == 0 or row_bytes % len(pad_row) != 0):
+        raise ValueError(f"pad_row must be a pattern whose length divides {row_bytes}, "
+                         f"got {len(pad_row)} bytes")
     cdef const char* pad = NULL if pad_row is None else <const char*>pad_row
+    cdef int64_t pad_bytes = 0 if pad_row is None else len(pad_row)
     if stream < 0:
         stream = 2 if B * T * row_bytes >= STREAM_MIN_BYTES else 0
     with nogil:
         fc_pad(<char*>out_ptr, <const char* const*>&ptrs[0], &lens[0], B, T, row_bytes,
-               batch_first, left, pad, stream)
+               batch_first, left, pad, pad_bytes, stream)
 
 
 cpdef int64_t choose_block(Py_ssize_t row_bytes, Py_ssize_t B) noexcept:
@@ -358,8 +384,13 @@ cdef inline PyObject* _item(object s, Py_ssize_t j, bint is_list) noexcept:
     return <PyObject*>(PyList_GET_ITEM(s, j) if is_list else PyTuple_GET_ITEM(s, j))
 
 
-cdef Py_ssize_t _flat_size(object s, Py_ssize_t i, Py_ssize_t n_offsets) except -1:
-    """Size of sample ``i``, a list or tuple, that must fit the offsets table."""
+cdef Py_ssize_t _planned_size(object s, Py_ssize_t i, int64_t planned,
+                              Py_ssize_t n_offsets) except -1:
+    """Size of sample ``i``, a list or tuple, checked against its planned length.
+
+    The list may have changed since it was planned (another thread, or user code that
+    ran in between); its slots in the output were sized by the plan, so any other
+    length is refused before anything is written."""
     cdef Py_ssize_t n
     if PyList_CheckExact(s):
         n = PyList_GET_SIZE(s)
@@ -367,56 +398,108 @@ cdef Py_ssize_t _flat_size(object s, Py_ssize_t i, Py_ssize_t n_offsets) except 
         n = PyTuple_GET_SIZE(s)
     else:
         raise TypeError(f"sample {i} is a {type(s).__name__}, expected a list or tuple")
-    if n >= n_offsets:
+    if n != planned:
+        raise ValueError(f"sample {i} has length {n} but was planned with length "
+                         f"{planned}: it changed during the call")
+    if n >= n_offsets:      # offsets has T + 1 entries, the last being the total
         raise ValueError(f"sample {i} is longer than the offsets table")
     return n
 
 
-def read_lists(seqs, const int64_t[::1] ranks, const int64_t[::1] offsets,
-               uintptr_t out_ptr, str code, int64_t lo=0, int64_t hi=0):
+cdef inline int _check_pos(int64_t pos, int64_t n_out, Py_ssize_t i) except -1:
+    # one unsigned compare: 0 <= pos < n_out
+    if <uint64_t>pos >= <uint64_t>n_out:
+        raise ValueError(f"sample {i}: position {pos} is outside the output "
+                         f"({n_out} elements); ranks/offsets do not match the lengths")
+    return 0
+
+
+cdef int _not_a_number(PyObject* x, Py_ssize_t i, Py_ssize_t j) except -1:
+    raise TypeError(f"sample {i}, element {j}: expected a Python bool/int/float/complex, "
+                    f"found {type(<object>x).__name__} (did the list change during the call?)")
+
+
+cdef int64_t _float_to_int(double d, int64_t lo, int64_t hi, Py_ssize_t i,
+                           Py_ssize_t j) except? -1:
+    """Truncate a float toward zero like ``torch.tensor(..., dtype=<int>)``: the value
+    itself must lie in ``lo..hi`` (NaN and inf never do), else OverflowError."""
+    cdef bint ok = d >= <double>lo and d <= <double>hi
+    if hi == INT64_MAX:
+        ok = ok and d < 9223372036854775808.0    # (double)INT64_MAX rounds up to 2**63
+    if not ok:
+        raise OverflowError(f"sample {i}, element {j}: value {d!r} does not fit the "
+                            f"output dtype (range {lo}..{hi})")
+    return <int64_t>d
+
+
+cdef double _int_to_double(PyObject* x, Py_ssize_t i, Py_ssize_t j) except? -1.0:
+    cdef double d = PyLong_AsDouble(x)
+    if d == -1.0 and PyErr_Occurred() != NULL:
+        PyErr_Clear()
+        raise OverflowError(f"sample {i}, element {j}: int {<object>x} is too large "
+                            "for a floating-point dtype")
+    return d
+
+
+def read_lists(seqs, const int64_t[::1] lengths, const int64_t[::1] ranks,
+               const int64_t[::1] offsets, uintptr_t out_ptr, int64_t n_out, str code,
+               int64_t lo=0, int64_t hi=0):
     """Write flat lists of Python numbers into the packed layout at ``out_ptr``.
 
     Element ``t`` of ``seqs[i]`` goes to flat position ``offsets[t] + ranks[i]``.
-    ``seqs`` must have passed :func:`list_kind` (flat lists/tuples of exact numbers) and
-    the caller guarantees the buffer size. ``code`` is the output element type:
+    ``lengths[i]`` is the length sample ``i`` was planned with: a list whose length
+    differs now raises ValueError naming it, before anything of it is written, and
+    every position is checked against ``n_out``, the number of elements the buffer
+    holds, so nothing is ever written outside it. ``code`` is the output element type:
     ``'b'`` bool (1 byte), ``'q'`` int64 (range-checked against ``lo..hi``, then
     stored in 1/2/4/8 bytes by the caller's choice of ``code``: ``'q'`` 8, ``'i'`` 4,
     ``'h'`` 2, ``'c'`` 1), ``'d'`` float64, ``'f'`` float32, ``'D'`` complex128,
     ``'F'`` complex64.
 
-    Raises OverflowError naming the sample whose int does not fit ``lo..hi``, and
-    TypeError if a complex number meets a real output type.
+    Elements must be exact Python bools, ints, floats or complex numbers (TypeError
+    otherwise). As in ``torch.tensor(x, dtype=...)``: floats stored in an integer type
+    are truncated toward zero and must lie in ``lo..hi`` (NaN, inf and larger values
+    raise OverflowError); ints are exact; complex numbers raise TypeError for integer
+    and real types; ints too large for a float raise OverflowError. Every error names
+    the sample and element.
     """
     cdef Py_ssize_t B = len(seqs), i, j, n
     cdef int64_t rank, pos, v
     cdef int overflow
-    cdef double d
+    cdef double d, cre, cim
     cdef PyObject* x
     cdef object s
     cdef bint is_list
     cdef char* out = <char*>out_ptr
+    if len(code) != 1 or code not in "qihcbdfDF":
+        raise ValueError(f"unknown element code {code!r}")
     cdef char c = ord(code[0])
-    if ranks.shape[0] != B:
-        raise ValueError("ranks and seqs differ in size")
+    if ranks.shape[0] != B or lengths.shape[0] != B:
+        raise ValueError("lengths, ranks and seqs differ in size")
     for i in range(B):
         s = seqs[i]
         is_list = PyList_CheckExact(s)
-        n = _flat_size(s, i, offsets.shape[0])
+        n = _planned_size(s, i, lengths[i], offsets.shape[0])
         rank = ranks[i]
         if c == b'q' or c == b'i' or c == b'h' or c == b'c':
             for j in range(n):
                 x = _item(s, j, is_list)
-                if PyFloat_CheckExact(x) or PyComplex_CheckExact(x):
+                if PyLong_CheckExact(x) or PyBool_Check(x):
+                    overflow = 0
+                    v = PyLong_AsLongLongAndOverflow(x, &overflow)
+                    if overflow != 0 or v < lo or v > hi:
+                        raise OverflowError(
+                            f"sample {i}, element {j}: value {<object>x} does not fit the "
+                            f"output dtype (range {lo}..{hi})")
+                elif PyFloat_CheckExact(x):
+                    v = _float_to_int(PyFloat_AS_DOUBLE(x), lo, hi, i, j)
+                elif PyComplex_CheckExact(x):
                     raise TypeError(
-                        f"sample {i}, element {j}: cannot store {type(<object>x).__name__} "
-                        "in an integer dtype")
-                overflow = 0
-                v = PyLong_AsLongLongAndOverflow(x, &overflow)
-                if overflow != 0 or v < lo or v > hi:
-                    raise OverflowError(
-                        f"sample {i}, element {j}: value {<object>x} does not fit the "
-                        f"output dtype (range {lo}..{hi})")
+                        f"sample {i}, element {j}: cannot store complex in an integer dtype")
+                else:
+                    _not_a_number(x, i, j)
                 pos = offsets[j] + rank
+                _check_pos(pos, n_out, i)
                 if c == b'q':
                     (<int64_t*>out)[pos] = v
                 elif c == b'i':
@@ -428,39 +511,55 @@ def read_lists(seqs, const int64_t[::1] ranks, const int64_t[::1] offsets,
         elif c == b'b':
             for j in range(n):
                 x = _item(s, j, is_list)
+                pos = offsets[j] + rank
+                _check_pos(pos, n_out, i)
                 if PyComplex_CheckExact(x):
-                    (<uint8_t*>out)[offsets[j] + rank] = (PyComplex_RealAsDouble(<object>x) != 0
-                                                          or PyComplex_ImagAsDouble(<object>x) != 0)
+                    (<uint8_t*>out)[pos] = (PyComplex_RealAsDouble(<object>x) != 0
+                                            or PyComplex_ImagAsDouble(<object>x) != 0)
                 elif PyFloat_CheckExact(x):
-                    (<uint8_t*>out)[offsets[j] + rank] = PyFloat_AS_DOUBLE(x) != 0
+                    (<uint8_t*>out)[pos] = PyFloat_AS_DOUBLE(x) != 0
+                elif PyLong_CheckExact(x) or PyBool_Check(x):
+                    (<uint8_t*>out)[pos] = (<object>x) != 0
                 else:
-                    (<uint8_t*>out)[offsets[j] + rank] = (<object>x) != 0
+                    _not_a_number(x, i, j)
         elif c == b'd' or c == b'f':
             for j in range(n):
                 x = _item(s, j, is_list)
                 if PyFloat_CheckExact(x):
                     d = PyFloat_AS_DOUBLE(x)
+                elif PyLong_CheckExact(x) or PyBool_Check(x):
+                    d = _int_to_double(x, i, j)
                 elif PyComplex_CheckExact(x):
                     raise TypeError(
                         f"sample {i}, element {j}: cannot store complex in a real dtype")
                 else:
-                    d = PyFloat_AsDouble(<object>x)   # int/bool; OverflowError if huge
+                    _not_a_number(x, i, j)
+                pos = offsets[j] + rank
+                _check_pos(pos, n_out, i)
                 if c == b'd':
-                    (<double*>out)[offsets[j] + rank] = d
+                    (<double*>out)[pos] = d
                 else:
-                    (<float*>out)[offsets[j] + rank] = <float>d
-        elif c == b'D' or c == b'F':
+                    (<float*>out)[pos] = <float>d
+        else:    # 'D' / 'F'
             for j in range(n):
                 x = _item(s, j, is_list)
                 pos = offsets[j] + rank
-                if c == b'D':
-                    (<double*>out)[2 * pos] = PyComplex_RealAsDouble(<object>x)
-                    (<double*>out)[2 * pos + 1] = PyComplex_ImagAsDouble(<object>x)
+                _check_pos(pos, n_out, i)
+                if PyComplex_CheckExact(x):
+                    cre = PyComplex_RealAsDouble(<object>x)
+                    cim = PyComplex_ImagAsDouble(<object>x)
+                elif PyFloat_CheckExact(x):
+                    cre, cim = PyFloat_AS_DOUBLE(x), 0.0
+                elif PyLong_CheckExact(x) or PyBool_Check(x):
+                    cre, cim = _int_to_double(x, i, j), 0.0
                 else:
-                    (<float*>out)[2 * pos] = <float>PyComplex_RealAsDouble(<object>x)
-                    (<float*>out)[2 * pos + 1] = <float>PyComplex_ImagAsDouble(<object>x)
-        else:
-            raise ValueError(f"unknown element code {code!r}")
+                    _not_a_number(x, i, j)
+                if c == b'D':
+                    (<double*>out)[2 * pos] = cre
+                    (<double*>out)[2 * pos + 1] = cim
+                else:
+                    (<float*>out)[2 * pos] = <float>cre
+                    (<float*>out)[2 * pos + 1] = <float>cim
 
 
 # ---------------------------------------------------------------------------------------
@@ -534,6 +633,105 @@ def leading_lengths(seqs):
     return lens_arr, -1
 
 
+def tensor_lengths(seqs, tensor_type):
+    """Leading lengths of a batch of exact tensors (``type(x) is tensor_type``, whose
+    ``shape`` cannot be overridden), as int64; None if a sample is anything else or is
+    zero-dimensional."""
+    cdef Py_ssize_t B = len(seqs), i
+    cdef cnp.ndarray lens_arr = np.empty(B, dtype=np.int64)
+    cdef int64_t[::1] lens = lens_arr
+    cdef object x, shape
+    for i in range(B):
+        x = seqs[i]
+        if type(x) is not tensor_type:
+            return None
+        shape = x.shape
+        if PyTuple_GET_SIZE(shape) == 0:
+            return None
+        lens[i] = <object>PyTuple_GET_ITEM(shape, 0)
+    return lens_arr
+
+
+@cython.boundscheck(True)
+def flatten_nested(x, Py_ssize_t sample, Py_ssize_t max_depth=32,
+                   int64_t max_items=1 << 28):
+    """The leaves of a rectangular nested list/tuple sample, flat, and its shape.
+
+    Returns ``(leaves, shape)``: a new list of the leaves in row-major order (numbers,
+    NumPy scalars, 0-d arrays/tensors: anything that is not a list or tuple), checked to
+    be rectangular. The walk is iterative and bounded: a self-referential list, one
+    nested deeper than ``max_depth`` levels, or a DAG of shared sub-lists that would
+    unfold into more than ``max_items`` elements raises ValueError (naming the sample)
+    instead of recursing forever. List and tuple subclasses are read through the
+    base type's own iterator, so an overridden ``__len__``/``__getitem__`` cannot
+    lie. The leaves list is private: no other thread can change it afterwards.
+    """
+    cdef list shape = []
+    cdef list leaves = []
+    cdef object y = x
+    cdef Py_ssize_t depth = 0, n, k, top
+    cdef int64_t items = 1
+    # the expected shape: the lengths along the first elements
+    while isinstance(y, (list, tuple)):
+        if depth >= max_depth:
+            raise ValueError(f"sample {sample}: nested lists deeper than {max_depth} levels "
+                             "(a list that contains itself?)")
+        y = _exact_seq(y)
+        n = len(y)
+        shape.append(n)
+        depth += 1
+        if n == 0:
+            break
+        if items > max_items // n:
+            raise ValueError(f"sample {sample}: nested lists of shape {tuple(shape)}... "
+                             f"would hold more than {max_items} elements")
+        items *= n
+        y = y[0]
+    cdef Py_ssize_t ndim = len(shape)
+    # depth-first walk with an explicit stack of (sequence, next index)
+    cdef list seqs = [_exact_seq(x)]
+    cdef list pos = [0]
+    cdef object seq, item
+    while seqs:
+        top = len(seqs) - 1
+        seq = seqs[top]
+        k = pos[top]
+        if k >= len(seq):
+            seqs.pop()
+            pos.pop()
+            continue
+        pos[top] = k + 1
+        item = seq[k]
+        if top + 1 < ndim:           # a sub-list of length shape[top + 1] is expected
+            if not isinstance(item, (list, tuple)):
+                raise ValueError(f"sample {sample}: nested lists must be rectangular "
+                                 f"(found {type(item).__name__} at depth {top + 1}, "
+                                 f"expected a sequence of length {shape[top + 1]})")
+            item = _exact_seq(item)
+            if len(item) != shape[top + 1]:
+                raise ValueError(f"sample {sample}: nested lists must be rectangular "
+                                 f"(expected a sequence of length {shape[top + 1]} at "
+                                 f"depth {top + 1}, got {len(item)})")
+            seqs.append(item)
+            pos.append(0)
+        elif isinstance(item, (list, tuple)):
+            raise ValueError(f"sample {sample}: nested lists must be rectangular (found a "
+                             f"sequence at depth {top + 1}, where sample 0 of the row has "
+                             "a number)")
+        else:
+            leaves.append(item)
+    return leaves, tuple(shape)
+
+
+cdef object _exact_seq(object y):
+    """``y`` if it is an exact list/tuple, else its items read by the base iterator."""
+    if PyList_CheckExact(y) or PyTuple_CheckExact(y):
+        return y
+    if isinstance(y, list):
+        return list(list.__iter__(y))
+    return list(tuple.__iter__(y))
+
+
 def chunk_pointers(int64_t base, const int64_t[::1] lengths, Py_ssize_t row_bytes):
     """Addresses of consecutive chunks of ``lengths[i]`` rows starting at ``base``."""
     cdef Py_ssize_t B = lengths.shape[0], i
@@ -550,18 +748,34 @@ def chunk_pointers(int64_t base, const int64_t[::1] lengths, Py_ssize_t row_byte
 def tensor_sources(seqs, tensor_type, dtype, tuple row):
     """Addresses and lengths of CPU tensors, read one attribute at a time.
 
-    For batches of large samples, where reading six attributes per tensor costs less
+    For batches of large samples, where reading a few attributes per tensor costs less
     than copying the batch twice. ``tensor_type`` is ``torch.Tensor`` (this module does
-    not import torch). Returns ``(ptrs, lengths)``, or None as soon as a sample is not
-    an exact CPU tensor of ``dtype`` with trailing shape ``row``, C-contiguous and not
-    requiring grad: the caller then takes its general path.
+    not import torch). Returns ``(ptrs, lengths, storages, snapshot)``, or None as soon
+    as a sample is not an exact CPU tensor of ``dtype`` with trailing shape ``row``,
+    C-contiguous, not requiring grad and not a conjugate or negative view: the caller
+    then takes its general path. (Only exact tensors: a subclass may override
+    ``shape``.)
+
+    ``storages`` are the samples' storages: holding them keeps the memory alive even if
+    a tensor is pointed elsewhere (``set_``) or dropped; ``snapshot`` is an int64
+    ``(B, 2)`` array of each storage's data address and size, for
+    :func:`check_storages` to verify, right before copying, that no storage was
+    reallocated (``resize_``) since. A storage smaller than its tensor's shape needs
+    raises ValueError naming the sample.
     """
     cdef Py_ssize_t B = len(seqs), i, k, nd = PyTuple_GET_SIZE(row) + 1
     cdef cnp.ndarray ptrs_arr = np.empty(B, dtype=np.int64)
     cdef cnp.ndarray lens_arr = np.empty(B, dtype=np.int64)
+    cdef cnp.ndarray snap_arr = np.empty((B, 2), dtype=np.int64)
     cdef int64_t[::1] ptrs = ptrs_arr
     cdef int64_t[::1] lens = lens_arr
-    cdef object t, shape
+    cdef int64_t[:, ::1] snap = snap_arr
+    cdef list storages = [None] * B
+    cdef object t, shape, st
+    cdef bint complex_ = dtype.is_complex
+    cdef int64_t n, base, nbytes, start, itemsize = dtype.itemsize, row_elems = 1
+    for k in range(nd - 1):
+        row_elems *= <int64_t>(<object>PyTuple_GET_ITEM(row, k))
     for i in range(B):
         t = seqs[i]
         if type(t) is not tensor_type:
@@ -573,11 +787,38 @@ def tensor_sources(seqs, tensor_type, dtype, tuple row):
             if <object>PyTuple_GET_ITEM(shape, k) != <object>PyTuple_GET_ITEM(row, k - 1):
                 return None
         if (t.dtype is not dtype or not t.is_cpu or t.requires_grad
-                or not t.is_contiguous()):
-            return None
-        lens[i] = <object>PyTuple_GET_ITEM(shape, 0)
-        ptrs[i] = t.data_ptr()
-    return ptrs_arr, lens_arr
+                or not t.is_contiguous() or t.is_neg() or (complex_ and t.is_conj())):
+            return None   # conjugate/negative views: their memory is not their value
+        n = <object>PyTuple_GET_ITEM(shape, 0)
+        st = t.untyped_storage()
+        base = st.data_ptr()
+        nbytes = st.nbytes()
+        start = t.storage_offset() * itemsize
+        # the bytes the copy will read must exist in the storage behind the tensor
+        if start + n * row_elems * itemsize > nbytes or (base == 0 and nbytes):
+            raise ValueError(f"sample {i}: its storage holds fewer bytes than its shape "
+                             f"{tuple(shape)} needs (was it resized?)")
+        storages[i] = st
+        snap[i, 0] = base
+        snap[i, 1] = nbytes
+        lens[i] = n
+        ptrs[i] = base + start
+    return ptrs_arr, lens_arr, storages, snap_arr
+
+
+def check_storages(list storages, const int64_t[:, ::1] snapshot):
+    """Raise ValueError naming the first sample whose storage no longer has the data
+    address and size recorded by :func:`tensor_sources` (it was resized or
+    reallocated in place since: the recorded addresses would dangle)."""
+    cdef Py_ssize_t i
+    cdef object st
+    if snapshot.shape[0] != len(storages):
+        raise ValueError("storages and snapshot differ in size")
+    for i in range(len(storages)):
+        st = storages[i]
+        if st.data_ptr() != snapshot[i, 0] or st.nbytes() != snapshot[i, 1]:
+            raise ValueError(f"sample {i}: its storage was resized or reallocated while "
+                             "the batch was being packed")
 
 
 # ---------------------------------------------------------------------------------------
@@ -669,10 +910,14 @@ def copy_array(uintptr_t dst, src):
 
 cpdef int64_t sum_lengths(const int64_t[::1] lengths) except? -1:
     """Sum of an int64 array (a NumPy reduction costs microseconds on small arrays)."""
-    cdef int64_t acc = 0
+    cdef int64_t acc = 0, l
     cdef Py_ssize_t i
     for i in range(lengths.shape[0]):
-        acc += lengths[i]
+        l = lengths[i]
+        if l < 0 or l > INT64_MAX - acc:
+            raise ValueError(f"sample {i} has length {l}: negative, or the total length "
+                             "overflows int64")
+        acc += l
     return acc
 
 
@@ -694,30 +939,32 @@ def list_lengths(seqs):
     return lens_arr
 
 
-def read_ints(seqs, const int64_t[::1] ranks, const int64_t[::1] offsets,
-              uintptr_t out_ptr):
+def read_ints(seqs, const int64_t[::1] lengths, const int64_t[::1] ranks,
+              const int64_t[::1] offsets, uintptr_t out_ptr, int64_t n_out):
     """Optimistic one-pass reader for the common case, lists of Python ints.
 
     Writes element ``t`` of ``seqs[i]`` as int64 to ``offsets[t] + ranks[i]``, like
-    :func:`read_lists` with code ``'q'``, without a separate pass to infer the kind.
-    Returns 0 when every element was an int (bools included) and at least one was not
-    a bool; 1 when all were bools (the batch's dtype is then bool); -1 as soon as an
-    element is not an exact int/bool, or does not fit int64 (the caller then takes the
-    inferring path, which reports it properly). The output is partly written then.
+    :func:`read_lists` with code ``'q'``, without a separate pass to infer the kind;
+    ``lengths`` and ``n_out`` bound the writes as there (a list whose length is not its
+    planned one raises ValueError naming it). Returns 0 when every element was an int
+    (bools included) and at least one was not a bool; 1 when all were bools (the
+    batch's dtype is then bool); -1 as soon as an element is not an exact int/bool, or
+    does not fit int64 (the caller then takes the inferring path, which reports it
+    properly). The output is partly written then.
     """
     cdef Py_ssize_t B = len(seqs), i, j, n
-    cdef int64_t rank, v
+    cdef int64_t rank, v, pos
     cdef int overflow
     cdef bint is_list, saw_int = False
     cdef object s
     cdef PyObject* x
     cdef int64_t* out = <int64_t*>out_ptr
-    if ranks.shape[0] != B:
-        raise ValueError("ranks and seqs differ in size")
+    if ranks.shape[0] != B or lengths.shape[0] != B:
+        raise ValueError("lengths, ranks and seqs differ in size")
     for i in range(B):
         s = seqs[i]
         is_list = PyList_CheckExact(s)
-        n = _flat_size(s, i, offsets.shape[0])
+        n = _planned_size(s, i, lengths[i], offsets.shape[0])
         rank = ranks[i]
         for j in range(n):
             x = _item(s, j, is_list)
@@ -729,5 +976,7 @@ def read_ints(seqs, const int64_t[::1] ranks, const int64_t[::1] offsets,
             v = PyLong_AsLongLongAndOverflow(x, &overflow)
             if overflow:
                 return -1
-            out[offsets[j] + rank] = v
+            pos = offsets[j] + rank
+            _check_pos(pos, n_out, i)
+            out[pos] = v
     return 0 if saw_int else 1

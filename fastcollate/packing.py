@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _core
 
-__all__ = ["pack", "pack_lengths", "Plan", "plan_batch", "write_plan", "wrap_packed"]
+__all__ = ["pack", "pack_lengths", "Plan", "plan_batch", "write_plan", "wrap_packed", "check_out"]
 
 # NumPy <-> torch dtypes that both sides can store (bfloat16 has no NumPy twin).
 _NP_TO_TORCH = {
@@ -34,6 +34,15 @@ _NP_TO_TORCH = {
     np.dtype(np.complex64): torch.complex64,
     np.dtype(np.complex128): torch.complex128,
 }
+# unsigned types beyond uint8 exist in torch >= 2.3 (copied, never promoted by torch)
+for _name in ("uint16", "uint32", "uint64"):
+    if hasattr(torch, _name):
+        _NP_TO_TORCH[np.dtype(_name)] = getattr(torch, _name)
+_TORCH_TO_NP = {t: n for n, t in _NP_TO_TORCH.items()}
+# dtypes whose values are their bytes: what the kernels may copy (not quantized types,
+# whose meaning lives in a quantizer, nor the experimental float8/complex32 types)
+_SUPPORTED = frozenset(_NP_TO_TORCH.values()) | {torch.bfloat16}
+_SUPPORTED_NAMES = ", ".join(sorted(str(d).replace("torch.", "") for d in _SUPPORTED))
 
 # How read_lists stores Python ints: (code, lo, hi) per integer dtype.
 _INT_CODES = {
@@ -72,7 +81,10 @@ class Plan:
     batch_sizes, sorted_indices, unsorted_indices : from the counting sort
         (the indices are None with ``enforce_sorted``).
     ptrs : address of each sample's contiguous rows (0 for samples read from lists).
-    keep : objects that own the memory ``ptrs`` point into.
+    keep : objects that own the memory ``ptrs`` point into (the private copy of the
+        batch, the samples' tensor storages, or the concatenation).
+    storages : for ``keep`` holding tensor storages, their data address and size at
+        planning time (checked again right before copying, :meth:`check_sources`).
     lists, list_code, list_lo, list_hi, list_via : flat Python lists to read, the
         element code, the integer range, and the dtype to read them in when it is not
         ``dtype`` (then converted).
@@ -96,6 +108,13 @@ class Plan:
     list_via: Optional[torch.dtype] = None
     flat: Optional[torch.Tensor] = None
     ready: Optional[torch.Tensor] = None
+    storages: Optional[np.ndarray] = None
+
+    def check_sources(self) -> None:
+        """Right before a kernel reads ``ptrs``: raise ValueError if a tensor's storage
+        (held in ``keep``) was reallocated since planning (``resize_``)."""
+        if self.storages is not None:
+            _core.check_storages(self.keep, self.storages)
 
     def require_flat(self) -> torch.Tensor:
         """``flat``, for the torch-ops path (raises if this plan reads its sources)."""
@@ -141,7 +160,9 @@ def _as_batch(sequences: Any) -> list:
             f"expected a list or tuple of samples, got {type(sequences).__name__}")
     if len(sequences) == 0:
         raise ValueError("cannot pack an empty batch: expected at least one sample")
-    return sequences if type(sequences) is list else list(sequences)
+    # A private copy of the batch: it holds a strong reference to every sample for the
+    # whole call, whatever another thread does to the caller's list (safety contract).
+    return list(sequences)
 
 
 def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
@@ -153,8 +174,10 @@ def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     """
     seqs = _as_batch(sequences)
     order = "none" if not sort else ("sorted" if enforce_sorted else "sort")
-    if dtype is not None and not isinstance(dtype, torch.dtype):
-        raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
+    if dtype is not None and dtype not in _SUPPORTED:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
+        raise TypeError(f"dtype {dtype} is not supported; expected one of {_SUPPORTED_NAMES}")
     # Dispatch on the first sample; each fast path checks every sample's kind itself
     # and returns None for anything it does not handle.
     first = seqs[0]
@@ -189,7 +212,7 @@ def _plan_arrays(seqs: list, order: str, dtype) -> Optional[Plan]:
     if tdtype is None or (dtype is not None and dtype != tdtype):
         return None
     bs, si, ui = _sorted(lengths, order)
-    return Plan(lengths, tuple(a0.shape[1:]), tdtype, bs, si, ui, ptrs=ptrs, keep=[seqs])
+    return Plan(lengths, tuple(a0.shape[1:]), tdtype, bs, si, ui, ptrs=ptrs, keep=seqs)
 
 
 def _plan_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
@@ -204,28 +227,34 @@ def _plan_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
     # no elements at all (padding empty lists): torch.tensor([]) is float
     natural = _list_dtype(kind if lengths.any() else _core.KIND_FLOAT)
     target = natural if dtype is None else dtype
+    codes = _list_codes(target)
+    if codes is None:
+        return None
     bs, si, ui = _sorted(lengths, order)
     plan = Plan(lengths, (), target, bs, si, ui, lists=seqs)
-    via = target
-    if target in _INT_CODES and kind <= _core.KIND_INT:
-        plan.list_code, plan.list_lo, plan.list_hi = _INT_CODES[target]
-    elif target == torch.bool:
-        plan.list_code = "b"
-    elif target in _REAL_CODES and kind <= _core.KIND_FLOAT:
-        plan.list_code = _REAL_CODES[target]
-    elif target in _COMPLEX_CODES:
-        plan.list_code = _COMPLEX_CODES[target]
-    else:
-        # e.g. float16/bfloat16, or floats cast to an int dtype: read in the widest type
-        # of their kind, then cast like torch does.
-        via = {_core.KIND_BOOL: torch.int64, _core.KIND_INT: torch.int64,
-               _core.KIND_FLOAT: torch.float64, _core.KIND_COMPLEX: torch.complex128}[kind]
-        if kind <= _core.KIND_INT:
-            plan.list_code, plan.list_lo, plan.list_hi = _INT_CODES[torch.int64]
-        else:
-            plan.list_code = {torch.float64: "d", torch.complex128: "D"}[via]
-        plan.list_via = via
+    plan.list_code, plan.list_lo, plan.list_hi, plan.list_via = codes
     return plan
+
+
+def _list_codes(target: torch.dtype):
+    """How read_lists stores numbers of dtype ``target``: (code, lo, hi, via), ``via``
+    being the dtype read when the reader cannot store ``target`` itself (then cast,
+    exactly: float16/bfloat16 from float64, uint16/uint32 from range-checked int64).
+    None for dtypes the reader does not serve (the general path then uses
+    ``torch.tensor``). Each element converts like ``torch.tensor(x, dtype=target)``."""
+    if target in _INT_CODES:
+        return _INT_CODES[target] + (None,)
+    if target == torch.bool:
+        return "b", 0, 0, None
+    if target in _REAL_CODES:
+        return _REAL_CODES[target], 0, 0, None
+    if target in _COMPLEX_CODES:
+        return _COMPLEX_CODES[target], 0, 0, None
+    if target in (torch.float16, torch.bfloat16):
+        return "d", 0, 0, torch.float64
+    if target in (getattr(torch, "uint16", None), getattr(torch, "uint32", None)):
+        return "q", 0, 2 ** (8 * target.itemsize) - 1, torch.int64
+    return None
 
 
 def _ranks(unsorted_indices: Optional[np.ndarray], B: int) -> np.ndarray:
@@ -242,53 +271,81 @@ def _plan_int_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
     bs, si, ui = _sorted(lengths, order)
     total = _core.sum_lengths(lengths)
     ready = torch.empty(total, dtype=torch.int64)
-    status = _core.read_ints(seqs, _ranks(ui, len(seqs)), _core.offsets_of(bs), ready.data_ptr())
+    status = _core.read_ints(seqs, lengths, _ranks(ui, len(seqs)), _core.offsets_of(bs),
+                             ready.data_ptr(), total)
     if status < 0 or (status == 1 and dtype is None):   # floats, others; all bools
         return None
     return Plan(lengths, (), torch.int64, bs, si, ui, ready=ready)
 
 
-# Above this many bytes in the first sample, reading each tensor's address (six
-# attribute reads, ~0.3 us) is cheaper than copying the batch twice (torch.cat, then
+# Above this many bytes in the first sample, reading each tensor's address (a few
+# attribute reads, ~0.5 us) is cheaper than copying the batch twice (torch.cat, then
 # scatter). Measured on the DESIGN.md workloads: speech (25 KB/sample) and embed
 # (100 KB/sample) gain, tokens (300 B/sample) loses.
 _DIRECT_TENSOR_BYTES = 4096
 
 
 def _plan_tensors(seqs: list, order: str, dtype) -> Optional[Plan]:
-    """All tensors. Large samples of one dtype: scatter straight from each tensor.
-    Otherwise one torch.cat (validates devices and rows, promotes dtypes, handles any
-    strides) then one scatter from the concatenation. Anything torch.cat refuses goes
-    the general way, which names the bad sample."""
+    """All exact tensors (a subclass may override ``shape``: general path). Large
+    samples of one dtype: scatter straight from each tensor. Otherwise one torch.cat
+    (validates devices and rows, promotes dtypes, handles any strides) then one
+    scatter from the concatenation. Anything torch.cat refuses, and sparse, nested or
+    quantized tensors, go the general way, which names the bad sample."""
     t0 = seqs[0]
-    if t0.nbytes >= _DIRECT_TENSOR_BYTES and (dtype is None or dtype == t0.dtype):
-        row = tuple(t0.shape[1:])
-        found = _core.tensor_sources(seqs, torch.Tensor, t0.dtype, row)
-        if found is not None:
-            ptrs, lengths = found
-            bs, si, ui = _sorted(lengths, order)
-            return Plan(lengths, row, t0.dtype, bs, si, ui, ptrs=ptrs, keep=[seqs])
-    lengths, bad = _core.leading_lengths(seqs)
-    if bad >= 0:
+    try:        # sparse, nested... tensors raise RuntimeError on these reads
+        found = None
+        if (type(t0) is torch.Tensor and t0.dtype in _SUPPORTED
+                and (dtype is None or dtype == t0.dtype)
+                and t0.nbytes >= _DIRECT_TENSOR_BYTES):
+            row = tuple(t0.shape[1:])
+            found = _core.tensor_sources(seqs, torch.Tensor, t0.dtype, row)
+    except RuntimeError:
         return None
+    if found is not None:
+        ptrs, lengths, storages, snapshot = found
+        bs, si, ui = _sorted(lengths, order)
+        return Plan(lengths, row, t0.dtype, bs, si, ui, ptrs=ptrs, keep=storages,
+                    storages=snapshot)
     try:
+        lens = _core.tensor_lengths(seqs, torch.Tensor)
+        if lens is None:
+            return None
         flat = torch.cat(seqs)
     except (RuntimeError, TypeError, ValueError):
         return None
-    if flat.shape[0] != int(lengths.sum()):     # torch.cat skips legacy 1-D empties
+    if (flat.layout is not torch.strided or flat.dtype not in _SUPPORTED
+            or flat.shape[0] != int(lens.sum())):   # torch.cat skips legacy 1-D empties
         return None
-    return _plan_from_flat(flat, lengths, tuple(flat.shape[1:]), order, dtype)
+    return _plan_from_flat(flat, lens, tuple(flat.shape[1:]), order, dtype)
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """A tensor subclass as a plain ``torch.Tensor`` sharing its data (and autograd
+    graph), read through the C implementation: its overrides cannot lie about it."""
+    with torch._C.DisableTorchFunctionSubclass():
+        return torch._C.TensorBase.as_subclass(x, torch.Tensor)
 
 
 def _plan_from_flat(flat: torch.Tensor, lengths: np.ndarray, row, order: str, dtype):
     bs, si, ui = _sorted(lengths, order)
+    if type(flat) is not torch.Tensor:
+        flat = _plain(flat)
     if dtype is not None and flat.dtype != dtype:
         flat = flat.to(dtype)
+    # conjugate / negative views: materialize their values (no-ops otherwise)
+    flat = flat.resolve_conj().resolve_neg()
     plan = Plan(lengths, row, flat.dtype, bs, si, ui)
     if flat.requires_grad or flat.device.type != "cpu":
         plan.flat = flat      # differentiable / on-device: the caller uses torch ops
         return plan
     flat = flat.contiguous()
+    # the kernel reads total * row_bytes bytes from flat's address: check them against
+    # the storage that really backs it, not against Python-level shapes
+    have = flat.untyped_storage().nbytes() - flat.storage_offset() * flat.element_size()
+    if tuple(flat.shape) != plan.shape or have < plan.nbytes:
+        raise ValueError(
+            f"the samples' lengths ({plan.total} rows of {plan.row_bytes} bytes) do not "
+            f"match their data ({tuple(flat.shape)}, {have} bytes)")
     plan.ptrs = _core.chunk_pointers(flat.data_ptr(), lengths, plan.row_bytes)
     plan.keep = [flat]
     return plan
@@ -316,15 +373,37 @@ def _sample_error(exc_type, i: int, what: str):
     return exc_type(f"sample {i}: {what}")
 
 
-def _normalize(i: int, x: Any) -> torch.Tensor:
-    """One sample as a tensor (the general path), with errors naming the sample."""
+# integer dtypes narrower than int64 (uint64 is read by torch.tensor itself)
+_NARROW_INTS = frozenset(d for d in _SUPPORTED if not d.is_floating_point and not d.is_complex
+                         and d not in (torch.bool, torch.int64, getattr(torch, "uint64", None)))
+# leaves torch.tensor reads as numbers (0-d tensors are checked separately)
+_NUMBER_TYPES = (bool, int, float, complex, np.bool_, np.number)
+
+
+def _normalize(i: int, x: Any, dtype: Optional[torch.dtype]) -> torch.Tensor:
+    """One sample as a tensor (the general path), with errors naming the sample. Lists
+    are built directly in ``dtype`` when given (exact, like ``torch.tensor``)."""
     if isinstance(x, torch.Tensor):
+        if type(x) is not torch.Tensor and not x.is_nested:
+            try:
+                x = _plain(x)
+            except (RuntimeError, NotImplementedError) as e:
+                raise _sample_error(TypeError, i, f"a {type(x).__name__} cannot be read as "
+                                    f"a plain tensor ({e})") from e
         t = x
+        if t.is_nested or t.layout is not torch.strided:
+            what = "nested" if t.is_nested else str(t.layout).replace("torch.", "")
+            raise _sample_error(
+                TypeError, i, f"{what} tensors are not supported; expected a dense "
+                "(strided) tensor, e.g. x.to_dense()")
+        if t.dtype not in _SUPPORTED:
+            raise _sample_error(TypeError, i, f"tensor dtype {t.dtype} is not supported; "
+                                f"expected one of {_SUPPORTED_NAMES}")
     elif isinstance(x, np.ndarray):
         if x.dtype.newbyteorder("=") not in _NP_TO_TORCH:
             raise _sample_error(
                 TypeError, i, f"numpy dtype {x.dtype} is not supported; expected one of "
-                "bool, uint8, int8/16/32/64, float16/32/64, complex64/128")
+                f"{_SUPPORTED_NAMES}")
         if not x.dtype.isnative:
             x = x.astype(x.dtype.newbyteorder("="))
         # copy unless C-contiguous with non-negative strides (a size-1 axis may carry
@@ -333,21 +412,7 @@ def _normalize(i: int, x: Any) -> torch.Tensor:
             x = np.array(x, order="C", copy=True)
         t = torch.from_numpy(x)
     elif isinstance(x, (list, tuple)):
-        try:
-            t = torch.tensor(x)
-        except OverflowError as e:
-            raise _sample_error(OverflowError, i, f"{e}") from e
-        except (TypeError, ValueError, RuntimeError) as e:
-            msg = str(e)
-            if "Overflow" in msg or "overflow" in msg:
-                raise _sample_error(OverflowError, i, f"integer out of range ({msg})") from e
-            bad = _non_numbers(x)
-            if isinstance(e, TypeError) or bad:
-                found = f"found {bad[0]!r}" if bad else "could not convert it"
-                raise _sample_error(
-                    TypeError, i, f"expected {_ACCEPTED}, {found} ({msg})") from e
-            raise _sample_error(
-                ValueError, i, f"nested lists must be rectangular ({msg})") from e
+        t = _list_tensor(i, x, dtype)
     else:
         raise _sample_error(TypeError, i, f"expected {_ACCEPTED}, got {type(x).__name__}")
     if t.dim() == 0:
@@ -357,16 +422,58 @@ def _normalize(i: int, x: Any) -> torch.Tensor:
     return t
 
 
-def _non_numbers(x: Any) -> list:
-    """The first leaf of nested lists that is not a number, as a 1-list ([] if none)."""
-    stack = [x]
-    while stack:
-        y = stack.pop()
-        if isinstance(y, (list, tuple)):
-            stack.extend(reversed(y))
-        elif not isinstance(y, (int, float, complex, np.number, np.bool_, torch.Tensor)):
-            return [y]
-    return []
+def _list_tensor(i: int, x: Any, dtype: Optional[torch.dtype]) -> torch.Tensor:
+    """A (nested) list sample as a tensor. The list is first walked by
+    ``_core.flatten_nested`` (bounded: no hang or crash on self-referential lists or
+    huge DAGs, lying subclasses read through the base type); torch.tensor then reads
+    the private flat copy of its leaves."""
+    leaves, shape = _core.flatten_nested(x, i)
+    for k, leaf in enumerate(leaves):
+        if not isinstance(leaf, _NUMBER_TYPES) and not (
+                isinstance(leaf, torch.Tensor) and leaf.dim() == 0):
+            raise _sample_error(
+                TypeError, i, f"expected {_ACCEPTED}, found {type(leaf).__name__} "
+                f"(element {k} in row-major order)")
+    # torch.tensor wraps ints into narrow integer types (-1 -> 255 in uint8): read them
+    # exactly as int64 and range-check them instead
+    narrow = dtype if dtype in _NARROW_INTS else None
+    try:
+        t = torch.tensor(leaves, dtype=dtype if narrow is None else torch.int64).view(shape)
+    except (OverflowError, TypeError, ValueError, RuntimeError) as e:
+        msg = str(e)
+        if isinstance(e, OverflowError) or "verflow" in msg:
+            raise _sample_error(OverflowError, i, f"value out of range for "
+                                f"{dtype or 'its dtype'} ({msg})") from e
+        if isinstance(e, TypeError):
+            raise _sample_error(TypeError, i, f"cannot convert it ({msg})") from e
+        raise _sample_error(ValueError, i, f"cannot convert it ({msg})") from e
+    if narrow is None:
+        return t
+    if t.numel():
+        info = torch.iinfo(narrow)
+        lo, hi = int(t.min()), int(t.max())
+        if lo < info.min or hi > info.max:
+            bad = lo if lo < info.min else hi
+            raise _sample_error(OverflowError, i, f"value {bad} does not fit {narrow} "
+                                f"(range {info.min}..{info.max})")
+    return t.to(narrow)
+
+
+def _promote(a: torch.dtype, b: torch.dtype, i: int) -> torch.dtype:
+    """``torch.promote_types``, extended to uint16/32/64 (which torch does not promote)
+    the way NumPy does it, except where that loses integer values (uint64 with a
+    signed type would become float64): a TypeError naming sample ``i`` then."""
+    try:
+        return torch.promote_types(a, b)
+    except RuntimeError:
+        pass
+    na, nb = _TORCH_TO_NP.get(a), _TORCH_TO_NP.get(b)
+    if na is not None and nb is not None:
+        r = _NP_TO_TORCH.get(np.promote_types(na, nb))
+        if r is not None and (r.is_floating_point <= (a.is_floating_point or b.is_floating_point)):
+            return r
+    raise _sample_error(TypeError, i, f"cannot promote {a} with {b} without losing "
+                        "values; pass dtype= to choose the result type")
 
 
 def _shape_str(row: Tuple[int, ...]) -> str:
@@ -375,7 +482,7 @@ def _shape_str(row: Tuple[int, ...]) -> str:
 
 def _plan_general(seqs: list, order: str, dtype) -> Plan:
     """Any mix of kinds: normalize each sample, check everything, name the bad one."""
-    ts = [_normalize(i, x) for i, x in enumerate(seqs)]
+    ts = [_normalize(i, x, dtype) for i, x in enumerate(seqs)]
     t0 = ts[0]
     row = tuple(t0.shape[1:])
     for i, t in enumerate(ts):
@@ -389,54 +496,61 @@ def _plan_general(seqs: list, order: str, dtype) -> Plan:
     lengths = np.array([t.shape[0] for t in ts], dtype=np.int64)
     target = dtype
     if target is None:
-        target = ts[0].dtype
-        for t in ts[1:]:
+        target = t0.dtype
+        for i, t in enumerate(ts):
             if t.dtype != target:
-                target = torch.promote_types(target, t.dtype)
-    if dtype is not None and not dtype.is_complex and not dtype.is_floating_point:
-        _check_int_lists(seqs, ts, dtype)
+                target = _promote(target, t.dtype, i)
     flat = torch.cat([t.to(target) for t in ts])
     return _plan_from_flat(flat, lengths, row, order, None)
 
 
-def _check_int_lists(seqs: list, ts: List[torch.Tensor], dtype: torch.dtype) -> None:
-    """Python ints cast to a narrower integer dtype must fit it (OverflowError)."""
-    if dtype not in _INT_CODES:
-        return
-    _, lo, hi = _INT_CODES[dtype]
-    for i, (x, t) in enumerate(zip(seqs, ts)):
-        if isinstance(x, (list, tuple)) and t.dtype == torch.int64 and t.numel():
-            mn, mx = int(t.min()), int(t.max())
-            if mn < lo or mx > hi:
-                bad = mn if mn < lo else mx
-                raise _sample_error(
-                    OverflowError, i, f"value {bad} does not fit {dtype} (range {lo}..{hi})")
-
-
 def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torch.Tensor:
     """Write a planned batch into ``out``, a contiguous CPU tensor of ``plan.shape``
-    and ``plan.dtype`` that the caller allocated (pinned, shared memory...)."""
+    and ``plan.dtype`` that the caller allocated (pinned, shared memory...).
+
+    ``out`` is checked first, whatever the plan's kind (ValueError). A list sample that
+    changed length since it was planned raises ValueError naming it."""
+    dst = out if _trusted else check_out(out, plan.shape, plan.dtype)
     if plan.flat is not None:
-        out.copy_(packed_by_torch(plan))
+        dst.copy_(packed_by_torch(plan))
         return out
     if plan.ready is not None:
-        out.copy_(plan.ready.view(out.shape))
+        dst.copy_(plan.ready.view(dst.shape))
         return out
-    if not _trusted and (tuple(out.shape) != plan.shape or out.dtype != plan.dtype
-                         or out.device.type != "cpu" or not out.is_contiguous()):
-        raise ValueError(
-            f"out must be a contiguous CPU tensor of shape {plan.shape} and dtype "
-            f"{plan.dtype}, got {tuple(out.shape)} {out.dtype} on {out.device}")
     if plan.lists is not None:
-        target = out if plan.list_via is None else torch.empty(plan.shape, dtype=plan.list_via)
-        _core.read_lists(plan.lists, _ranks(plan.unsorted_indices, len(plan.lengths)), _core.offsets_of(plan.batch_sizes),
-                         target.data_ptr(), plan.list_code, plan.list_lo, plan.list_hi)
+        target = dst if plan.list_via is None else torch.empty(plan.shape, dtype=plan.list_via)
+        _core.read_lists(plan.lists, plan.lengths,
+                         _ranks(plan.unsorted_indices, len(plan.lengths)),
+                         _core.offsets_of(plan.batch_sizes), target.data_ptr(), plan.total,
+                         plan.list_code, plan.list_lo, plan.list_hi)
         if plan.list_via is not None:
-            out.copy_(target)
+            dst.copy_(target)
         return out
-    _core.scatter(plan.require_ptrs(), plan.lengths, plan.sorted_indices, plan.batch_sizes,
-                  plan.row_bytes, out.data_ptr())
+    ptrs = plan.require_ptrs()
+    plan.check_sources()
+    _core.scatter(ptrs, plan.lengths, plan.sorted_indices, plan.batch_sizes,
+                  plan.row_bytes, dst.data_ptr())
     return out
+
+
+def check_out(out: Any, shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """``out`` as a plain tensor (read through torch's C implementation, so a subclass
+    cannot lie about it), checked to be a contiguous, dense CPU tensor of ``shape`` and
+    ``dtype`` whose storage really holds it; ValueError otherwise."""
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"out must be a torch.Tensor, got {type(out).__name__}")
+    t = out if type(out) is torch.Tensor else _plain(out)
+    ok = (tuple(t.shape) == shape and t.dtype == dtype and t.device.type == "cpu"
+          and t.layout is torch.strided and not t.is_nested)
+    if ok:
+        ok = t.is_contiguous() and not t.is_conj() and not t.is_neg() and (
+            (t.storage_offset() + t.numel()) * t.element_size()
+            <= t.untyped_storage().nbytes())
+    if not ok:
+        raise ValueError(
+            f"out must be a contiguous CPU tensor of shape {shape} and dtype {dtype}, got "
+            f"{tuple(t.shape) if not t.is_nested else 'nested'} {t.dtype} on {t.device}")
+    return t
 
 
 def wrap_packed(data: torch.Tensor, plan: Plan) -> PackedSequence:
@@ -534,11 +648,7 @@ def pack_lengths(lengths: Any, *, enforce_sorted: bool = False
     """
     if isinstance(lengths, torch.Tensor):
         lengths = lengths.detach().cpu().numpy()
-    arr = np.asarray(lengths)
-    if arr.ndim != 1:
-        raise ValueError(f"lengths must be one-dimensional, got shape {arr.shape}")
-    if arr.size and arr.dtype.kind not in "iu":
-        raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
-    bs, si, ui = _core.sort_lengths(arr, enforce_sorted)
+    # sort_lengths checks them: one-dimensional integers that fit int64, each >= 1
+    bs, si, ui = _core.sort_lengths(lengths, enforce_sorted)
     conv = (lambda a: None if a is None else torch.from_numpy(a))
     return torch.from_numpy(bs), conv(si), conv(ui)

@@ -1,13 +1,13 @@
 """pad(): a ragged batch into one padded tensor in one pass (no per-sample torch ops)."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
 
 from . import _core
-from .packing import Plan, plan_batch
+from .packing import Plan, check_out, plan_batch
 
 __all__ = ["pad", "padded_length", "padded_shape", "write_padded", "check_padding_side"]
 
@@ -34,63 +34,78 @@ def check_padding_side(padding_side: str) -> None:
 
 
 def _check_padding_value(value, dtype: torch.dtype) -> None:
-    """An integer dtype must hold the padding value (torch.full would wrap -3 to 253)."""
+    """The padding value must be a number the dtype can hold: an integer dtype must hold
+    it (torch.full would wrap -3 to 253), a real dtype cannot take a complex value."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0:
+        value = value.item()
+    if not isinstance(value, (bool, int, float, complex, np.bool_, np.number)):
+        raise TypeError(f"padding_value must be a number, got {type(value).__name__}")
+    if isinstance(value, (complex, np.complexfloating)) and not dtype.is_complex:
+        raise TypeError(f"padding_value {value!r} is complex but the dtype is {dtype}")
     if not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool):
         info = torch.iinfo(dtype)
-        if isinstance(value, (int, float)) and not info.min <= value <= info.max:
+        real = cast(Any, value)                    # not complex: checked above
+        if not info.min <= real <= info.max:       # NaN compares False: refused too
             raise OverflowError(f"padding_value {value!r} does not fit {dtype} "
                                 f"(range {info.min}..{info.max})")
 
 
-def _pad_row(value: Union[int, float, bool, complex], dtype: torch.dtype,
-             row: Tuple[int, ...]) -> Optional[bytes]:
-    """One row of padding as bytes (None when it is all zero bytes: memset)."""
+def _pad_element(value: Union[int, float, bool, complex], dtype: torch.dtype
+                 ) -> Optional[bytes]:
+    """One element of padding as bytes, the pattern the kernel repeats over every
+    padding row (None when it is all zero bytes: memset). Never a whole row: rows may
+    be wide."""
     _check_padding_value(value, dtype)
-    filled = torch.full((1,) + row, value, dtype=dtype)
-    raw = filled.view(torch.uint8).numpy().tobytes()
+    raw = torch.full((1,), value, dtype=dtype).view(torch.uint8).numpy().tobytes()
     return None if not any(raw) else raw
 
 
 def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
                  padding_value: Union[int, float, bool, complex] = 0,
-                 padding_side: str = "right") -> torch.Tensor:
+                 padding_side: str = "right", _trusted: bool = False) -> torch.Tensor:
     """Write a batch planned with ``plan_batch(..., sort=False)`` into ``out``, a
-    contiguous CPU tensor of ``padded_shape(plan, T, batch_first)``, padding included."""
+    contiguous CPU tensor of ``padded_shape(plan, T, batch_first)``, padding included.
+
+    ``out`` is checked first (ValueError); ``T`` must hold the longest sample. A list
+    sample that changed length since it was planned raises ValueError naming it."""
     check_padding_side(padding_side)
     B = len(plan.lengths)
+    if not isinstance(out, torch.Tensor) or out.dim() < 2:
+        raise ValueError(f"out must be a tensor of shape {padded_shape(plan, 0, batch_first)} "
+                         "with T >= the longest sample in place of 0")
     T = out.shape[1] if batch_first else out.shape[0]
-    if (tuple(out.shape) != padded_shape(plan, T, batch_first) or out.dtype != plan.dtype
-            or out.device.type != "cpu" or not out.is_contiguous()):
-        raise ValueError(
-            f"out must be a contiguous CPU tensor of shape "
-            f"{padded_shape(plan, T, batch_first)} and dtype {plan.dtype}, got "
-            f"{tuple(out.shape)} {out.dtype} on {out.device}")
+    dst = out if _trusted else check_out(out, padded_shape(plan, T, batch_first), plan.dtype)
+    if B and T < int(plan.lengths.max()):
+        raise ValueError(f"out has T = {T} steps but the longest sample has "
+                         f"{int(plan.lengths.max())}")
     left = padding_side == "left"
     _check_padding_value(padding_value, plan.dtype)
     if plan.flat is not None:
-        out.copy_(padded_by_torch(plan, T, batch_first, padding_value, left))
+        dst.copy_(padded_by_torch(plan, T, batch_first, padding_value, left))
         return out
     if plan.lists is None:
-        _core.pad_scatter(plan.require_ptrs(), plan.lengths, T, plan.row_bytes,
-                          out.data_ptr(), batch_first, left,
-                          _pad_row(padding_value, plan.dtype, plan.row))
+        ptrs = plan.require_ptrs()
+        plan.check_sources()
+        _core.pad_scatter(ptrs, plan.lengths, T, plan.row_bytes,
+                          dst.data_ptr(), batch_first, left,
+                          _pad_element(padding_value, plan.dtype))
         return out
     # Flat lists of Python numbers: padding first, then every element to its slot.
-    target = out if plan.list_via is None else torch.empty(out.shape, dtype=plan.list_via)
+    target = dst if plan.list_via is None else torch.empty(dst.shape, dtype=plan.list_via)
     row_bytes = target.element_size()
     _core.pad_scatter(np.zeros(B, dtype=np.int64), plan.lengths, T, row_bytes,
                       target.data_ptr(), batch_first, left,
-                      _pad_row(padding_value, target.dtype, ()))
+                      _pad_element(padding_value, target.dtype))
     shift = (T - plan.lengths) if left else np.zeros(B, dtype=np.int64)
     idx = np.arange(B, dtype=np.int64)
     if batch_first:
         offsets, starts = np.arange(T + 1, dtype=np.int64), idx * T + shift
     else:
         offsets, starts = np.arange(T + 1, dtype=np.int64) * B, idx + shift * B
-    _core.read_lists(plan.lists, starts, offsets, target.data_ptr(), plan.list_code,
-                     plan.list_lo, plan.list_hi)
+    _core.read_lists(plan.lists, plan.lengths, starts, offsets, target.data_ptr(),
+                     target.numel(), plan.list_code, plan.list_lo, plan.list_hi)
     if plan.list_via is not None:
-        out.copy_(target)
+        dst.copy_(target)
     return out
 
 
@@ -168,7 +183,7 @@ def pad(sequences: Sequence[Any], *, batch_first: bool = True,
         out = torch.empty(padded_shape(plan, T, batch_first), dtype=plan.dtype,
                           pin_memory=pin_memory)
         write_padded(plan, out, batch_first=batch_first, padding_value=padding_value,
-                     padding_side=padding_side)
+                     padding_side=padding_side, _trusted=True)
     if return_lengths:
         return out, torch.from_numpy(plan.lengths)
     return out

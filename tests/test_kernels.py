@@ -69,14 +69,61 @@ def test_scatter_rejects_inconsistent_metadata():
 def test_read_lists_range_checks_every_integer_width():
     out = np.zeros(2, dtype=np.int8)
     offsets = _core.offsets_of(np.array([1, 1], dtype=np.int64))
+    two = np.array([2])
     with pytest.raises(OverflowError, match="sample 0, element 1"):
-        _core.read_lists([[1, 200]], np.array([0]), offsets, out.ctypes.data, "c", -128, 127)
-    _core.read_lists([[1, -5]], np.array([0]), offsets, out.ctypes.data, "c", -128, 127)
+        _core.read_lists([[1, 200]], two, np.array([0]), offsets, out.ctypes.data, 2, "c",
+                         -128, 127)
+    _core.read_lists([[1, -5]], two, np.array([0]), offsets, out.ctypes.data, 2, "c",
+                     -128, 127)
     assert out.tolist() == [1, -5]
     with pytest.raises(TypeError, match="sample 0 is a ndarray"):
-        _core.read_lists([np.arange(2)], np.array([0]), offsets, out.ctypes.data, "q")
+        _core.read_lists([np.arange(2)], two, np.array([0]), offsets, out.ctypes.data, 2, "q")
     with pytest.raises(ValueError, match="longer than the offsets"):
-        _core.read_lists([[1, 2, 3]], np.array([0]), offsets, out.ctypes.data, "c", -128, 127)
+        _core.read_lists([[1, 2, 3]], np.array([3]), np.array([0]), offsets,
+                         out.ctypes.data, 2, "c", -128, 127)
+
+
+@pytest.mark.parametrize("code", ["q", "b", "d", "D"])
+def test_read_lists_refuses_a_list_whose_length_is_not_the_planned_one(code):
+    out = np.full(8, 7, dtype=np.complex128)        # 128 bytes: room for any code
+    offsets = _core.offsets_of(np.array([2, 2, 1], dtype=np.int64))
+    for grown in ([1, 2, 3, 4], [1]):
+        with pytest.raises(ValueError, match="sample 1 has length .* planned with length 2"):
+            _core.read_lists([[1, 2, 3], grown], np.array([3, 2]), np.array([0, 1]),
+                             offsets, out.ctypes.data, 5, code, -(2**63), 2**63 - 1)
+
+
+def test_read_lists_never_writes_past_n_out():
+    out = np.zeros(4, dtype=np.int64)
+    offsets = np.array([0, 1, 2, 3, 4], dtype=np.int64)
+    with pytest.raises(ValueError, match="outside the output"):
+        _core.read_lists([[1, 2, 3, 4]], np.array([4]), np.array([0]), offsets,
+                         out[:2].ctypes.data, 2, "q", -(2**63), 2**63 - 1)
+    assert out[2:].tolist() == [0, 0]
+    with pytest.raises(ValueError, match="outside the output"):
+        _core.read_lists([[1]], np.array([1]), np.array([-1]), offsets, out.ctypes.data, 4,
+                         "q", -(2**63), 2**63 - 1)
+
+
+def test_read_ints_refuses_a_list_whose_length_is_not_the_planned_one():
+    out = np.zeros(3, dtype=np.int64)
+    offsets = np.array([0, 2, 3], dtype=np.int64)
+    with pytest.raises(ValueError, match="sample 0 has length 3 but was planned with length 2"):
+        _core.read_ints([[1, 2, 3], [4]], np.array([2, 1]), np.array([0, 1]), offsets,
+                        out.ctypes.data, 3)
+
+
+def test_read_lists_converts_floats_to_ints_like_torch_tensor():
+    out = np.zeros(3, dtype=np.int64)
+    offsets = np.array([0, 1, 2, 3], dtype=np.int64)
+    _core.read_lists([[2.7, -2.7, 2**60 + 1]], np.array([3]), np.array([0]), offsets,
+                     out.ctypes.data, 3, "q", -(2**63), 2**63 - 1)
+    assert out.tolist() == [2, -2, 2**60 + 1]
+    for bad in (float("nan"), float("inf"), 2.0**63, 256.0, -0.5):
+        lo, hi = (0, 255) if bad in (256.0, -0.5) else (-(2**63), 2**63 - 1)
+        with pytest.raises(OverflowError, match="sample 0, element 0"):
+            _core.read_lists([[bad]], np.array([1]), np.array([0]), offsets,
+                             out.ctypes.data, 3, "q", lo, hi)
 
 
 def test_list_kind_reports_the_first_sample_it_cannot_read():
@@ -98,13 +145,17 @@ def test_pad_scatter_every_layout(lengths, row_bytes, extra, batch_first, left, 
     srcs = [rng.integers(0, 256, size=(n, row_bytes), dtype=np.uint8) for n in lengths]
     skip = rng.random(B) < 0.2                       # address 0: only the padding is written
     ptrs = np.array([0 if k else s.ctypes.data for s, k in zip(srcs, skip)], dtype=np.int64)
-    pad = None if zero else bytes(rng.integers(0, 256, size=row_bytes, dtype=np.uint8))
+    # a pattern of one element (a divisor of the row) or of the whole row, repeated
+    widths = sorted({d for d in (1, 2, 4, 8, row_bytes) if row_bytes % d == 0})
+    width = widths[seed % len(widths)]
+    pad = None if zero else bytes(rng.integers(0, 256, size=width, dtype=np.uint8))
     out = np.full(B * T * row_bytes, 0xAB, dtype=np.uint8)
     _core.pad_scatter(ptrs, lengths, T, row_bytes, out.ctypes.data, batch_first, left, pad,
                       stream)
     view = out.reshape((B, T, row_bytes) if batch_first else (T, B, row_bytes))
     view = view if batch_first else view.transpose(1, 0, 2)
-    expect_pad = np.frombuffer(pad, np.uint8) if pad else np.zeros(row_bytes, np.uint8)
+    expect_pad = (np.frombuffer(pad * (row_bytes // len(pad)), np.uint8) if pad
+                  else np.zeros(row_bytes, np.uint8))
     for i, n in enumerate(lengths):
         start = T - n if left else 0
         data = view[i, start:start + n]
