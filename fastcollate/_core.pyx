@@ -443,7 +443,7 @@ cdef double _int_to_double(PyObject* x, Py_ssize_t i, Py_ssize_t j) except? -1.0
 
 def read_lists(seqs, const int64_t[::1] lengths, const int64_t[::1] ranks,
                const int64_t[::1] offsets, uintptr_t out_ptr, int64_t n_out, str code,
-               int64_t lo=0, int64_t hi=0):
+               int64_t lo=0, int64_t hi=0, bint cast=True):
     """Write flat lists of Python numbers into the packed layout at ``out_ptr``.
 
     Element ``t`` of ``seqs[i]`` goes to flat position ``offsets[t] + ranks[i]``.
@@ -461,7 +461,9 @@ def read_lists(seqs, const int64_t[::1] lengths, const int64_t[::1] ranks,
     are truncated toward zero and must lie in ``lo..hi`` (NaN, inf and larger values
     raise OverflowError); ints are exact; complex numbers raise TypeError for integer
     and real types; ints too large for a float raise OverflowError. Every error names
-    the sample and element.
+    the sample and element. With ``cast=False`` (the dtype was inferred from the lists
+    while planning) a value of a wider kind than the code's, which only a list changed
+    since then can hold, raises TypeError instead of being converted.
     """
     cdef Py_ssize_t B = len(seqs), i, j, n
     cdef int64_t rank, pos, v
@@ -491,11 +493,13 @@ def read_lists(seqs, const int64_t[::1] lengths, const int64_t[::1] ranks,
                         raise OverflowError(
                             f"sample {i}, element {j}: value {<object>x} does not fit the "
                             f"output dtype (range {lo}..{hi})")
-                elif PyFloat_CheckExact(x):
+                elif PyFloat_CheckExact(x) and cast:
                     v = _float_to_int(PyFloat_AS_DOUBLE(x), lo, hi, i, j)
-                elif PyComplex_CheckExact(x):
+                elif PyComplex_CheckExact(x) or PyFloat_CheckExact(x):
                     raise TypeError(
-                        f"sample {i}, element {j}: cannot store complex in an integer dtype")
+                        f"sample {i}, element {j}: cannot store {type(<object>x).__name__} "
+                        "in an integer dtype" + ("" if cast else " (inferred from the "
+                        "lists: did one change during the call?)"))
                 else:
                     _not_a_number(x, i, j)
                 pos = offsets[j] + rank
@@ -513,6 +517,10 @@ def read_lists(seqs, const int64_t[::1] lengths, const int64_t[::1] ranks,
                 x = _item(s, j, is_list)
                 pos = offsets[j] + rank
                 _check_pos(pos, n_out, i)
+                if not cast and not PyBool_Check(x):
+                    raise TypeError(f"sample {i}, element {j}: a {type(<object>x).__name__} "
+                                    "in lists inferred as bool (did one change during the "
+                                    "call?)")
                 if PyComplex_CheckExact(x):
                     (<uint8_t*>out)[pos] = (PyComplex_RealAsDouble(<object>x) != 0
                                             or PyComplex_ImagAsDouble(<object>x) != 0)

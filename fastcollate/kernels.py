@@ -17,17 +17,21 @@ scatter into it.
 
 Or, from any batch :func:`fastcollate.pack` accepts, let it plan and write into your
 buffer: ``plan = plan_batch(samples); write_plan(plan, out); wrap_packed(out, plan)``,
-with ``out`` of ``plan.shape`` and ``plan.dtype``. ``pad_scatter`` does the same for
-padded layouts.
+with ``out`` of ``plan.shape`` and ``plan.dtype`` (checked: ValueError otherwise).
+A plan holds every sample alive; a list sample that changes length between
+``plan_batch`` and ``write_plan`` makes the write raise ValueError naming it (see
+docs/safety.md). ``pad_scatter`` does the same for padded layouts.
 """
 from ._core import (KIND_BOOL, KIND_COMPLEX, KIND_FLOAT, KIND_INT, KIND_OTHER,
-                    array_sources, choose_block, choose_stream, chunk_pointers,
-                    leading_lengths, list_kind, list_lengths, offsets_of, pad_scatter,
-                    read_ints, read_lists, scatter, sort_lengths, tensor_sources)
-from .packing import Plan, plan_batch, wrap_packed, write_plan
+                    array_sources, check_storages, choose_block, choose_stream,
+                    chunk_pointers, flatten_nested, leading_lengths, list_kind,
+                    list_lengths, offsets_of, pad_scatter, read_ints, read_lists, scatter,
+                    sort_lengths, tensor_lengths, tensor_sources)
+from .packing import Plan, check_out, plan_batch, wrap_packed, write_plan
 
 __all__ = ["sort_lengths", "offsets_of", "scatter", "pad_scatter", "read_lists",
-           "read_ints", "list_kind", "list_lengths",
+           "read_ints", "list_kind", "list_lengths", "flatten_nested",
            "array_sources", "leading_lengths", "chunk_pointers", "choose_block",
-           "choose_stream", "tensor_sources", "KIND_BOOL", "KIND_INT", "KIND_FLOAT", "KIND_COMPLEX",
-           "KIND_OTHER", "Plan", "plan_batch", "write_plan", "wrap_packed"]
+           "choose_stream", "tensor_sources", "tensor_lengths", "check_storages",
+           "KIND_BOOL", "KIND_INT", "KIND_FLOAT", "KIND_COMPLEX",
+           "KIND_OTHER", "Plan", "plan_batch", "write_plan", "wrap_packed", "check_out"]

@@ -85,9 +85,10 @@ class Plan:
         batch, the samples' tensor storages, or the concatenation).
     storages : for ``keep`` holding tensor storages, their data address and size at
         planning time (checked again right before copying, :meth:`check_sources`).
-    lists, list_code, list_lo, list_hi, list_via : flat Python lists to read, the
-        element code, the integer range, and the dtype to read them in when it is not
-        ``dtype`` (then converted).
+    lists, list_code, list_lo, list_hi, list_via, list_cast : flat Python lists to
+        read, the element code, the integer range, the dtype to read them in when it is
+        not ``dtype`` (then converted), and whether values of a wider kind convert
+        (an explicit dtype) or raise (a dtype inferred from the lists).
     flat : the samples concatenated, when the result must come from torch ops
         (inputs requiring grad, CUDA inputs); ``ptrs`` is then None.
     ready : the packed data itself, already written while planning (lists of ints).
@@ -106,6 +107,7 @@ class Plan:
     list_lo: int = 0
     list_hi: int = 0
     list_via: Optional[torch.dtype] = None
+    list_cast: bool = True
     flat: Optional[torch.Tensor] = None
     ready: Optional[torch.Tensor] = None
     storages: Optional[np.ndarray] = None
@@ -233,6 +235,7 @@ def _plan_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
     bs, si, ui = _sorted(lengths, order)
     plan = Plan(lengths, (), target, bs, si, ui, lists=seqs)
     plan.list_code, plan.list_lo, plan.list_hi, plan.list_via = codes
+    plan.list_cast = dtype is not None      # inferred: only the kinds seen may be read
     return plan
 
 
@@ -511,6 +514,9 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
     ``out`` is checked first, whatever the plan's kind (ValueError). A list sample that
     changed length since it was planned raises ValueError naming it."""
     dst = out if _trusted else check_out(out, plan.shape, plan.dtype)
+    if plan.batch_sizes is None:
+        raise ValueError("this plan was made with sort=False, for padding: write it with "
+                         "fastcollate.padding.write_padded")
     if plan.flat is not None:
         dst.copy_(packed_by_torch(plan))
         return out
@@ -522,7 +528,7 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
         _core.read_lists(plan.lists, plan.lengths,
                          _ranks(plan.unsorted_indices, len(plan.lengths)),
                          _core.offsets_of(plan.batch_sizes), target.data_ptr(), plan.total,
-                         plan.list_code, plan.list_lo, plan.list_hi)
+                         plan.list_code, plan.list_lo, plan.list_hi, plan.list_cast)
         if plan.list_via is not None:
             dst.copy_(target)
         return out

@@ -103,7 +103,8 @@ def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
     else:
         offsets, starts = np.arange(T + 1, dtype=np.int64) * B, idx + shift * B
     _core.read_lists(plan.lists, plan.lengths, starts, offsets, target.data_ptr(),
-                     target.numel(), plan.list_code, plan.list_lo, plan.list_hi)
+                     target.numel(), plan.list_code, plan.list_lo, plan.list_hi,
+                     plan.list_cast)
     if plan.list_via is not None:
         dst.copy_(target)
     return out

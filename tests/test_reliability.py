@@ -61,6 +61,16 @@ def test_a_list_that_changes_length_after_planning_raises_naming_it(mutate, dtyp
     assert (guard[plan.total:] == 7).all()
 
 
+@pytest.mark.parametrize("batch,new", [([[1, 2], [3, 4]], 2.5), ([[True], [False]], 7),
+                                       ([[1.5], [2]], 1j)])
+def test_a_value_of_a_wider_kind_put_in_a_list_after_planning_raises(batch, new):
+    from fastcollate.padding import padded_shape, write_padded
+    plan = plan_batch(batch, sort=False)     # padding: lists are read when writing
+    batch[1][0] = new
+    with pytest.raises(TypeError, match="sample 1, element 0"):
+        write_padded(plan, torch.empty(padded_shape(plan, 2, True), dtype=plan.dtype))
+
+
 def test_a_list_that_grows_between_planning_and_padding_raises_naming_it():
     from fastcollate.padding import padded_shape, write_padded
     batch = [[1.0, 2.0, 3.0], [4.0]]
