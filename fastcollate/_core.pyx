@@ -288,7 +288,7 @@ def pad_scatter(src_ptrs, lengths, Py_ssize_t T, Py_ssize_t row_bytes, uintptr_t
     for i in range(B):
         if lens[i] < 0 or lens[i] > T:
             raise ValueError(f"sample {i} has length {lens[i]}, outside 0..{T}")
-    if B == 0 or row_bytes <= 0:
+    if B == 0 or T == 0 or row_bytes <= 0:      # nothing to write (and out may be NULL)
         return
     if pad_row is not None and (len(pad_row) == 0 or row_bytes % len(pad_row) != 0):
         raise ValueError(f"pad_row must be a pattern whose length divides {row_bytes}, "
@@ -643,9 +643,10 @@ def leading_lengths(seqs):
 
 def tensor_lengths(seqs, tensor_type):
     """Leading lengths of a batch of exact tensors (``type(x) is tensor_type``, whose
-    ``shape`` cannot be overridden), as int64; None if a sample is anything else or is
-    zero-dimensional."""
-    cdef Py_ssize_t B = len(seqs), i
+    ``shape`` cannot be overridden), as int64; None if a sample is anything else, is
+    zero-dimensional, or has another number of dimensions than sample 0 (torch.cat
+    would skip a 1-D empty tensor beside wider rows instead of refusing it)."""
+    cdef Py_ssize_t B = len(seqs), i, nd = -1
     cdef cnp.ndarray lens_arr = np.empty(B, dtype=np.int64)
     cdef int64_t[::1] lens = lens_arr
     cdef object x, shape
@@ -654,7 +655,9 @@ def tensor_lengths(seqs, tensor_type):
         if type(x) is not tensor_type:
             return None
         shape = x.shape
-        if PyTuple_GET_SIZE(shape) == 0:
+        if nd < 0:
+            nd = PyTuple_GET_SIZE(shape)
+        if nd == 0 or PyTuple_GET_SIZE(shape) != nd:
             return None
         lens[i] = <object>PyTuple_GET_ITEM(shape, 0)
     return lens_arr

@@ -409,9 +409,11 @@ def _normalize(i: int, x: Any, dtype: Optional[torch.dtype]) -> torch.Tensor:
                 f"{_SUPPORTED_NAMES}")
         if not x.dtype.isnative:
             x = x.astype(x.dtype.newbyteorder("="))
-        # copy unless C-contiguous with non-negative strides (a size-1 axis may carry
-        # any stride and still count as contiguous; torch.from_numpy refuses < 0)
-        if not x.flags.c_contiguous or any(s < 0 for s in x.strides):
+        # copy unless C-contiguous, aligned, with non-negative strides (a size-1 axis
+        # may carry any stride and still count as contiguous; torch.from_numpy refuses
+        # < 0; torch's kernels assume aligned elements: misaligned complex128 crashes)
+        if (not x.flags.c_contiguous or not x.flags.aligned
+                or any(s < 0 for s in x.strides)):
             x = np.array(x, order="C", copy=True)
         t = torch.from_numpy(x)
     elif isinstance(x, (list, tuple)):
@@ -489,6 +491,8 @@ def _plan_general(seqs: list, order: str, dtype) -> Plan:
     t0 = ts[0]
     row = tuple(t0.shape[1:])
     for i, t in enumerate(ts):
+        if order != "none" and t.shape[0] == 0:     # the first fault of an empty sample
+            raise ValueError(f"sample {i} has length 0: every sample must have length >= 1")
         if tuple(t.shape[1:]) != row:
             raise _sample_error(
                 ValueError, i, f"has shape {tuple(t.shape)}, expected {_shape_str(row)} like sample 0 "

@@ -135,6 +135,27 @@ def test_write_plan_checks_out_for_every_kind_of_plan(batch, bad):
         write_plan(plan, out)
 
 
+def test_misaligned_arrays_are_copied_before_torch_reads_them():
+    out = run_isolated("""
+        import numpy as np, fastcollate
+        from torch.nn.utils.rnn import unpack_sequence
+
+        def misaligned(n):
+            raw = np.zeros(n * 16 + 1, dtype=np.uint8)[1:]
+            a = raw.view(np.complex128)
+            a[:] = np.arange(n) + 1j
+            assert n == 0 or not a.flags.aligned
+            return a
+
+        batch = [misaligned(n) for n in (0, 5, 2, 600)]
+        out = fastcollate.pad(batch, batch_first=False)
+        p = fastcollate.pack(batch[1:])
+        ok = all((u.numpy() == a).all() for u, a in zip(unpack_sequence(p), batch[1:]))
+        print(out.shape[0], ok, (out[:5, 1].numpy() == batch[1]).all())
+    """)
+    assert out.split() == ["600", "True", "True"]
+
+
 # -- silent wrong results --------------------------------------------------------------
 
 @pytest.mark.parametrize("view", ["conj", "neg", "conj_imag"])
