@@ -8,16 +8,19 @@ the hand-over to the main process costs one storage instead of one per tensor.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import operator
 from operator import attrgetter, itemgetter
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping, MutableSequence
+from collections.abc import Sequence as SequenceABC
 from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence
-from torch.utils.data import default_collate, get_worker_info
+from torch.utils.data import get_worker_info
 
 from . import _core
 from .packing import Plan, packed_by_torch, plan_batch, wrap_packed, write_plan
@@ -46,6 +49,258 @@ def _looks_ragged(value: Any) -> bool:
     if isinstance(value, (torch.Tensor, np.ndarray)):
         return value.ndim >= 1
     return isinstance(value, (list, tuple)) and not hasattr(value, "_fields")
+
+
+_PY_NUMBERS = (bool, int, float, complex)
+_NUMBERS = (bool, int, float, complex, np.bool_, np.number)
+_INT64_MIN, _INT64_MAX = -2**63, 2**63 - 1
+
+
+def _as_keys(ragged: Any) -> Optional[Tuple[Key, ...]]:
+    """``ragged=``: None, one key (a str, bytes or int is one key, not an iterable of
+    them) or an iterable of keys."""
+    if ragged is None:
+        return None
+    if isinstance(ragged, (bool, np.bool_)):
+        raise TypeError(f"ragged must be a key or an iterable of keys, got {ragged!r}")
+    if isinstance(ragged, (str, bytes, int, np.integer)):
+        return (ragged,)
+    try:
+        return tuple(ragged)
+    except TypeError:
+        raise TypeError("ragged must be a key or an iterable of keys, got a "
+                        f"{type(ragged).__name__}") from None
+
+
+def _as_groups(groups: Any) -> Tuple[Tuple[Key, ...], ...]:
+    """``groups=``: an iterable of non-empty tuples (or lists...) of keys."""
+    usage = "groups must be an iterable of tuples of keys, e.g. groups=[('x', 'y')]"
+    if isinstance(groups, (str, bytes, Mapping)) or not isinstance(groups, Iterable):
+        raise TypeError(f"{usage}; got a {type(groups).__name__}")
+    groups = list(groups)
+    out = []
+    for i, g in enumerate(groups):
+        if isinstance(g, (str, bytes)) or not isinstance(g, Iterable) or isinstance(
+                g, Mapping):
+            if len(groups) > 1 and not any(
+                    isinstance(h, Iterable) and not isinstance(h, (str, bytes))
+                    for h in groups):       # one flat group: say how to nest it
+                raise TypeError(f"{usage}; for one group pass groups=[{tuple(groups)!r}]")
+            what = f"the str {g!r}" if isinstance(g, (str, bytes)) else f"a {type(g).__name__}"
+            raise TypeError(f"groups: group {i} is {what}; {usage} (a group of one key "
+                            f"is a 1-tuple: ({g!r},))")
+        g = tuple(g)
+        if not g:
+            raise ValueError(f"groups: group {i} is empty; a group names the fields that "
+                             "must have equal lengths")
+        out.append(g)
+    return tuple(out)
+
+
+def _check_dtype_option(dtype: Any) -> None:
+    values = dtype.values() if isinstance(dtype, Mapping) else [dtype]
+    for v in values:
+        if v is not None and not isinstance(v, torch.dtype):
+            raise TypeError("dtype must be a torch.dtype or a dict of key -> torch.dtype, "
+                            f"got {v!r}")
+
+
+def _check_pad_options(padding_value: Any, pad_to_multiple_of: Any) -> Optional[int]:
+    """The padding options' types (their fit to the data's dtype is checked per batch);
+    returns ``pad_to_multiple_of`` as an int."""
+    value = padding_value
+    if isinstance(value, torch.Tensor) and value.dim() == 0:
+        value = value.item()
+    if not isinstance(value, _NUMBERS):
+        raise TypeError(f"padding_value must be a number, got {type(padding_value).__name__}")
+    if pad_to_multiple_of is None:
+        return None
+    if isinstance(pad_to_multiple_of, (bool, np.bool_)) or not isinstance(
+            pad_to_multiple_of, (int, np.integer)):
+        raise TypeError("pad_to_multiple_of must be a positive int, got "
+                        f"{pad_to_multiple_of!r}")
+    if pad_to_multiple_of < 1:
+        raise ValueError(f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of}")
+    return operator.index(pad_to_multiple_of)
+
+
+def _fixed_kind(t: type) -> str:
+    """How default_collate treats a value of type ``t`` in a non-ragged field."""
+    if issubclass(t, torch.Tensor):
+        return "tensor"
+    if issubclass(t, (np.ndarray,) + _NUMBERS):
+        return "numeric"
+    if issubclass(t, (str, bytes)):
+        return "string"
+    if issubclass(t, Mapping):
+        return "mapping"
+    if issubclass(t, tuple) and hasattr(t, "_fields"):
+        return "namedtuple"
+    if issubclass(t, SequenceABC):
+        return "sequence"
+    return "other"
+
+
+def _collate_numeric(column: Sequence[Any], where: str, types: set) -> torch.Tensor:
+    """Numbers, NumPy scalars and arrays, stacked. Python numbers alone: bool if all
+    are bools, else complex128 if any is complex, float64 if any is a float, int64
+    otherwise (default_collate takes the dtype from sample 0 alone: [1, 2.5] would be
+    float32, [2.5, 1] float64). With NumPy values, NumPy's promotion of the values as
+    arrays (Python ints as int64, floats as float64)."""
+    if all(issubclass(t, _PY_NUMBERS) and not issubclass(t, np.generic) for t in types):
+        if all(issubclass(t, bool) for t in types):
+            dtype = torch.bool
+        elif any(issubclass(t, complex) for t in types):
+            dtype = torch.complex128
+        elif any(issubclass(t, float) for t in types):
+            dtype = torch.float64
+        else:
+            dtype = torch.int64
+        try:
+            return torch.tensor(column, dtype=dtype)
+        except (OverflowError, RuntimeError, ValueError, TypeError) as e:
+            for i, v in enumerate(column):
+                try:
+                    torch.tensor(v, dtype=dtype)
+                except (OverflowError, RuntimeError, ValueError, TypeError):
+                    raise OverflowError(f"field {where}: sample {i}: value {v!r} does not "
+                                        f"fit {dtype}") from e
+            raise ValueError(f"field {where}: {e}") from e
+    arrays: Sequence[Any] = column
+    if not all(issubclass(t, (np.ndarray, np.generic)) for t in types):
+        arrays = []                    # Python ints as int64 (NumPy: uint64, floats...)
+        for i, v in enumerate(column):
+            if isinstance(v, int) and not isinstance(v, (bool, np.generic)):
+                if not _INT64_MIN <= v <= _INT64_MAX:
+                    raise OverflowError(f"field {where}: sample {i}: value {v!r} does "
+                                        "not fit int64")
+                v = np.int64(v)
+            arrays.append(v)
+    try:
+        out = np.stack(arrays)
+    except ValueError as e:
+        shape = np.shape(arrays[0])
+        j = next((j for j, a in enumerate(arrays) if np.shape(a) != shape), None)
+        if j is None:
+            raise ValueError(f"field {where}: {e}") from e
+        raise ValueError(f"field {where}: sample {j} has shape {np.shape(arrays[j])}, "
+                         f"but sample 0 has shape {shape}") from e
+    if out.dtype.kind not in "biufc":
+        dtypes = [np.asarray(a).dtype for a in arrays]
+        j = next((j for j, d in enumerate(dtypes) if d.kind not in "biufc"), 0)
+        raise TypeError(f"field {where}: sample {j} has dtype {dtypes[j]}; a non-ragged "
+                        "field of arrays must hold numbers")
+    if out.dtype.kind in "fc":         # int64 with uint64: NumPy rounds to float64
+        found = {getattr(a, "dtype", None) for a in arrays}
+        if all(d is not None and d.kind in "biu" for d in found):
+            kinds = " and ".join(sorted(map(str, found)))
+            raise TypeError(f"field {where}: samples mix {kinds}, which have no common "
+                            "integer dtype")
+    if not out.dtype.isnative:
+        out = out.astype(out.dtype.newbyteorder("="))
+    try:
+        return torch.from_numpy(out)
+    except TypeError as e:
+        raise TypeError(f"field {where}: {e}") from e
+
+
+def _collate_fixed(column: Sequence[Any], where: str) -> Any:
+    """A non-ragged field (``where`` names it in errors), collated like default_collate:
+    numbers and arrays into one tensor, tensors stacked, strings kept as a list, dicts,
+    namedtuples and sequences field by field. Every sample must hold the same kind of
+    value (same keys, same length) as sample 0, else an error naming the sample."""
+    numbers = _core.exact_numbers(column)    # all ints -> int64, all floats -> float64
+    if numbers is not None:
+        return torch.from_numpy(numbers)
+    first = column[0]
+    types = set(map(type, column))
+    kinds = {t: _fixed_kind(t) for t in types}
+    kind = kinds[type(first)]
+    bad = -1                           # the first sample that does not fit sample 0
+    if kind == "other":
+        bad = 0
+    elif kind == "namedtuple" and len(types) > 1:
+        bad = next(i for i, v in enumerate(column) if type(v) is not type(first))
+    elif len(set(kinds.values())) > 1:
+        bad = next(i for i, v in enumerate(column) if kinds[type(v)] != kind)
+    if bad >= 0:
+        detail = (f", but sample 0 is a {type(first).__name__}: every sample must hold "
+                  "the same kind of value" if bad else
+                  "; a non-ragged field must hold numbers, tensors, arrays, strings, dicts "
+                  "or lists (as for default_collate)")
+        raise TypeError(f"field {where}: sample {bad} is a {type(column[bad]).__name__}"
+                        f"{detail}")
+    if kind == "numeric":
+        return _collate_numeric(column, where, types)
+    if kind == "tensor":
+        try:
+            return torch.stack(cast(Any, column))
+        except RuntimeError as e:
+            for i, t in enumerate(column):
+                if t.shape != first.shape:
+                    raise ValueError(f"field {where}: sample {i} has shape "
+                                     f"{tuple(t.shape)}, but sample 0 has shape "
+                                     f"{tuple(first.shape)}") from e
+                if t.device != first.device:
+                    raise ValueError(f"field {where}: sample {i} is on {t.device}, but "
+                                     f"sample 0 is on {first.device}") from e
+            raise ValueError(f"field {where}: {e}") from e
+    if kind == "string":
+        return column                  # as default_collate: the batch's own list/tuple
+    if kind == "mapping":
+        keys = first.keys()
+        for i, d in enumerate(column):
+            if d.keys() != keys:
+                raise ValueError(f"field {where}: sample {i} has keys "
+                                 f"{sorted(map(str, d.keys()))}, but sample 0 has "
+                                 f"{sorted(map(str, keys))}")
+        values = {k: _collate_fixed([d[k] for d in column], f"{where}[{k!r}]")
+                  for k in first}
+        try:                           # the mapping type, as default_collate does
+            if isinstance(first, MutableMapping):
+                clone = copy.copy(first)
+                clone.update(values)
+                return clone
+            return type(first)(values)
+        except TypeError:
+            return values
+    n = len(first)
+    for i, v in enumerate(column):
+        if len(v) != n:
+            raise ValueError(f"field {where}: sample {i} has {len(v)} items, but sample 0 "
+                             f"has {n}")
+    items = [_collate_fixed(col, f"{where}[{j}]")
+             for j, col in enumerate(zip(*column))]
+    if kind == "namedtuple":
+        return type(first)(*items)
+    if isinstance(first, tuple):
+        return items                   # default_collate's backward compatibility
+    try:
+        if isinstance(first, MutableSequence):
+            seq = copy.copy(first)
+            for j, item in enumerate(items):
+                seq[j] = item
+            return seq
+        return type(first)(items)
+    except TypeError:
+        return items
+
+
+def _rebuild_dataclass(record: Any, values: Dict[str, Any]) -> Any:
+    """``record`` with its fields set to ``values``: ``dataclasses.replace`` for the
+    ``init`` fields, then the ``init=False`` ones set directly (replace refuses them)."""
+    fields = dataclasses.fields(record)
+    try:
+        out = dataclasses.replace(record, **{f.name: values[f.name] for f in fields
+                                             if f.init})
+    except Exception as e:
+        raise TypeError(f"cannot build the batch as a {type(record).__name__}: its "
+                        f"__init__ refused the batched fields ({type(e).__name__}: {e})"
+                        ) from e
+    for f in fields:
+        if not f.init:
+            object.__setattr__(out, f.name, values[f.name])   # frozen dataclasses too
+    return out
 
 
 def _alloc(nbytes: int, where: str) -> torch.Tensor:
@@ -96,28 +351,35 @@ class PackedCollate:
 
     Parameters
     ----------
-    ragged : iterable of keys, optional
+    ragged : key or iterable of keys, optional
         Fields to pack: positions for tuple samples, keys for dicts, names for
-        dataclasses. By default a field is ragged if it is a tensor/array with >= 1
-        dimension or a list/tuple; numbers, 0-d tensors, strings... are not. A bare
-        sequence sample is always ragged.
+        dataclasses. A str, bytes or int is one key (``ragged="tokens"``, ``ragged=0``).
+        By default a field is ragged if it is a tensor/array with >= 1 dimension or a
+        list/tuple; numbers, 0-d tensors, strings... are not. A bare sequence sample is
+        always ragged.
     mode : {"pack", "pad"}
         Ragged fields become ``PackedSequence`` (default) or padded tensors.
     groups : iterable of tuples of keys
         Fields that must have equal lengths in each sample (inputs and per-step
-        targets). Fields of equal lengths get the same permutation anyway (the sort is
-        stable and deterministic), so ``outputs.data[i]`` lines up with
-        ``targets.data[i]``; a group adds the check, naming the sample that breaks it.
+        targets), e.g. ``groups=[("x", "y")]``. Fields of equal lengths get the same
+        permutation anyway (the sort is stable and deterministic), so
+        ``outputs.data[i]`` lines up with ``targets.data[i]``; a group adds the check,
+        naming the sample that breaks it. An empty group, a str or a flat
+        ``("x", "y")`` is refused (``TypeError``/``ValueError``); a one-key group
+        ``("x",)`` only checks that the field is ragged.
     lengths : bool
         Add each ragged field's lengths (CPU int64, input order).
     mask : bool
         Pad mode: add a boolean ``(B, T)`` (or ``(T, B)``) mask, True on real steps.
     dtype : torch.dtype or dict of key -> dtype
-        Cast ragged fields.
+        Cast ragged fields. A dict naming a field the samples lack (``KeyError``) or a
+        non-ragged field (``ValueError``) is an error, not ignored.
     enforce_sorted : bool
         Samples come sorted by length, decreasing (pack mode; see ``pack``).
     batch_first, padding_value, padding_side, pad_to_multiple_of :
-        Pad mode options, as in :func:`fastcollate.pad`.
+        Pad mode options, as in :func:`fastcollate.pad`. A ``padding_value`` that is not
+        a number or a ``pad_to_multiple_of`` that is not a positive int is refused
+        here, at construction.
     pin_memory : bool
         Write the batch straight into page-locked memory (main-process loading; with
         workers, use ``DataLoader(pin_memory=True)`` instead).
@@ -129,8 +391,19 @@ class PackedCollate:
         hand over). ``False`` allocates each tensor separately, as ``default_collate``
         does; it is there to measure the difference.
 
+    Non-ragged fields are collated like ``default_collate`` (numbers and arrays into
+    one tensor, tensors stacked, strings kept as a list, dicts/namedtuples/lists field
+    by field), with two differences: Python numbers give ``bool`` (all bools),
+    ``int64`` (ints), ``float64`` (any float) or ``complex128`` (any complex) whatever
+    sample comes first (``default_collate`` makes ``[1, 2.5]`` float32 but ``[2.5, 1]``
+    float64), and every sample must hold the same kind of value as sample 0 (same
+    keys, same length, no tensor among numbers), else a ``TypeError``/``ValueError``
+    naming the field and the sample; ints outside int64 raise ``OverflowError``.
+
     Extra outputs (``lengths``, ``mask``): for dict samples, keys ``"<key>_lengths"``
-    and ``"<key>_mask"``; otherwise the batch becomes a tuple with the lengths (one
+    and ``"<key>_mask"`` (``ValueError`` if such a key is already a field of the
+    samples, or two fields, e.g. ``1`` and ``"1"``, would make the same key); otherwise
+    the batch becomes a tuple with the lengths (one
     tensor per ragged field, in field order) and then the masks appended: a bare
     sample gives ``(packed, lengths)``, a tuple sample ``(packed, label, lengths)``, a
     namedtuple/dataclass sample ``(record, lengths)``.
@@ -157,9 +430,11 @@ class PackedCollate:
         if mask and mode != "pad":
             raise ValueError("mask=True needs mode='pad'")
         check_padding_side(padding_side)
-        self.ragged = None if ragged is None else tuple(ragged)
+        _check_dtype_option(dtype)
+        pad_to_multiple_of = _check_pad_options(padding_value, pad_to_multiple_of)
+        self.ragged = _as_keys(ragged)
         self.mode = mode
-        self.groups = tuple(tuple(g) for g in groups)
+        self.groups = _as_groups(groups)
         self.lengths = lengths
         self.mask = mask
         self.dtype = dtype
@@ -254,6 +529,37 @@ class PackedCollate:
             return [k for k in keys if k in self.ragged]
         return [k for k in keys if _looks_ragged(columns[k][0])]
 
+    def _check_dtype_keys(self, keys: List[Key], ragged: List[Key]) -> None:
+        """A dtype dict may only name ragged fields (a typo would be ignored)."""
+        if not isinstance(self.dtype, Mapping):
+            return
+        unknown = [k for k in self.dtype if k not in keys]
+        if unknown:
+            raise KeyError(f"dtype names fields {unknown} that are not in the samples' "
+                           f"fields {keys}")
+        for k in self.dtype:
+            if k not in ragged:
+                raise ValueError(f"dtype names field {k!r}, which is not ragged: dtype= "
+                                 "casts ragged fields only")
+
+    def _check_extra_keys(self, keys: List[Key], ragged: List[Key]) -> None:
+        """The keys ``"<key>_lengths"``/``"<key>_mask"`` added to dict batches must not
+        be fields of the samples, nor be made twice (keys 1 and "1")."""
+        taken = set(keys)
+        made: Dict[str, Key] = {}
+        for what in ("lengths", "mask"):
+            if not getattr(self, what):
+                continue
+            for k in ragged:
+                name = f"{k}_{what}"
+                if name in taken:
+                    raise ValueError(f"{what}=True adds the key {name!r} for field {k!r}, "
+                                     f"but the samples already have a field {name!r}")
+                if name in made:
+                    raise ValueError(f"{what}=True would add the key {name!r} for both "
+                                     f"field {made[name]!r} and field {k!r}")
+                made[name] = k
+
     def _dtype_for(self, key: Key) -> Optional[torch.dtype]:
         if isinstance(self.dtype, Mapping):
             return self.dtype.get(key)
@@ -268,6 +574,9 @@ class PackedCollate:
             raise ValueError("cannot collate an empty batch")
         kind, keys, columns = self._fields_of(samples)
         ragged = self._ragged_keys(columns, kind, keys)
+        self._check_dtype_keys(keys, ragged)
+        if kind == "dict" and (self.lengths or self.mask):
+            self._check_extra_keys(keys, ragged)
         fields: Dict[Key, _Field] = {}
         for key in ragged:
             try:
@@ -282,8 +591,7 @@ class PackedCollate:
                 field.T = padded_length(plan, self.pad_to_multiple_of)
             fields[key] = field
         self._check_groups(fields)
-        fixed = {k: self._collate_fixed(columns[k], k)
-                 for k in keys if k not in fields}
+        fixed = {k: _collate_fixed(columns[k], repr(k)) for k in keys if k not in fields}
         out = self._write(fields, fixed)
         return self._assemble(samples[0], kind, keys, fields, out)
 
@@ -303,25 +611,6 @@ class PackedCollate:
                         f"sample {i}: field {k!r} has length {int(other[i])} but field "
                         f"{group[0]!r} has length {int(base[i])}; fields of group {group} "
                         "must have equal lengths")
-
-    @staticmethod
-    def _collate_fixed(column: list, key: Key) -> Any:
-        """A non-ragged field, like default_collate (allocated plainly; _write copies
-        tensors into the batch's block)."""
-        first = column[0]
-        try:
-            numbers = _core.exact_numbers(column)  # all ints -> int64, floats -> float64
-            if numbers is not None:
-                return torch.from_numpy(numbers)
-            if isinstance(first, (bool, int, float)):
-                return torch.tensor(column)     # mixed numbers: torch.tensor's inference
-            if isinstance(first, torch.Tensor) and not first.requires_grad:
-                return torch.stack(column)
-            if isinstance(first, (np.ndarray, np.number)) and first.dtype.kind in "biufc":
-                return torch.from_numpy(np.stack(column))
-        except (TypeError, ValueError, RuntimeError, OverflowError) as e:
-            raise type(e)(f"field {key!r}: {e}") from e
-        return default_collate(column)   # strings, nested structures...
 
     def _where(self) -> str:
         if self.pin_memory:
@@ -432,7 +721,7 @@ class PackedCollate:
         elif kind == "namedtuple":
             record = type(first)(*(values[k] for k in keys))
         else:
-            record = dataclasses.replace(first, **{str(k): v for k, v in values.items()})
+            record = _rebuild_dataclass(first, {str(k): v for k, v in values.items()})
         if not extras:
             return record
         return (record,) + tuple(out[k, what] for k, what in extras)
@@ -477,7 +766,7 @@ def to_device(batch: Any, device: Union[str, torch.device], non_blocking: bool =
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device, non_blocking) for v in batch)
     if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        return dataclasses.replace(batch, **{
+        return _rebuild_dataclass(batch, {
             f.name: to_device(getattr(batch, f.name), device, non_blocking)
             for f in dataclasses.fields(batch)})
     return batch

@@ -38,7 +38,7 @@ class PaddingStats(NamedTuple):
     samples : int
         Number of samples in them.
     real_tokens : int
-        Sum of the sample lengths.
+        Sum of the sample lengths (exact: Python ints, never wrapping at int64).
     padded_tokens : int
         Sum over batches of ``len(batch) * max(length in batch)``: the size of the
         padded tensors.
@@ -70,12 +70,19 @@ def _as_lengths(lengths: Any) -> np.ndarray:
         if isinstance(lengths, (str, bytes)) or not hasattr(lengths, "__len__"):
             raise TypeError("lengths must be a sequence, NumPy array or tensor of ints, "
                             f"got {type(lengths).__name__}")
+        values = lengths
         try:
-            lengths = np.asarray(lengths)
+            lengths = np.asarray(values)
         except (ValueError, OverflowError) as e:
             raise TypeError(f"lengths must be a flat sequence of ints: {e}") from e
         if lengths.size == 0:
             lengths = lengths.astype(np.int64)
+        elif lengths.ndim == 1 and lengths.dtype.kind in "fO":
+            # NumPy stores Python ints outside int64 as float64 or objects: name them
+            for i, v in enumerate(values):
+                if (isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                        and not -_INT64_MAX - 1 <= v <= _INT64_MAX):
+                    raise ValueError(f"lengths[{i}] = {v} does not fit in int64")
     if lengths.ndim != 1:
         raise ValueError(f"lengths must be one-dimensional, got shape {lengths.shape}")
     if lengths.dtype.kind not in "iu":
@@ -99,8 +106,12 @@ def _stats(lengths: np.ndarray, idx: np.ndarray, off: np.ndarray) -> PaddingStat
     flat = lengths[idx]
     sizes = np.diff(off)
     maxes = np.maximum.reduceat(flat, off[:-1])
-    real = int(flat.sum())
-    padded = int((sizes * maxes).sum())
+    if len(flat) * int(maxes.max()) <= _INT64_MAX:   # no int64 sum can wrap
+        real = int(flat.sum())
+        padded = int((sizes * maxes).sum())
+    else:                                            # exact, in Python ints
+        real = sum(flat.tolist())
+        padded = sum(map(operator.mul, sizes.tolist(), maxes.tolist()))
     return PaddingStats(nb, int(len(idx)), real, padded, real / padded)
 
 
@@ -125,13 +136,34 @@ def padding_efficiency(lengths: Any, batches: Iterable[Sequence[int]]) -> Paddin
     PaddingStats(batches=2, samples=4, real_tokens=8, padded_tokens=10, efficiency=0.8)
     """
     lens = _as_lengths(lengths)
-    parts = [np.asarray(b, dtype=np.int64).reshape(-1) for b in batches]
-    parts = [p for p in parts if p.size]
-    if not parts:
+    n = len(lens)
+    numbered = []
+    for j, b in enumerate(batches):
+        p = np.asarray(b).reshape(-1)
+        if not p.size:
+            continue
+        if p.dtype.kind not in "iu":
+            if p.dtype.kind in "fO" and not isinstance(b, np.ndarray):
+                # NumPy stores Python ints outside int64 as floats or objects
+                for v in p.tolist() if p.dtype.kind == "O" else b:
+                    if (isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                            and not 0 <= v < n):
+                        raise IndexError(f"batch {j}: index {v} is out of range for "
+                                         f"{n} lengths")
+            raise TypeError(f"batch {j} holds {p.dtype} values; sample indices must be "
+                            "ints")
+        if p.dtype == np.uint64 and int(p.max()) >= n:
+            raise IndexError(f"batch {j}: index {int(p.max())} is out of range for {n} "
+                             "lengths")
+        numbered.append((j, p.astype(np.int64, copy=False)))
+    if not numbered:
         return PaddingStats(0, 0, 0, 0, 1.0)
+    parts = [p for _, p in numbered]
     idx = np.concatenate(parts)
-    if idx.min() < 0 or idx.max() >= len(lens):
-        raise IndexError(f"batch index out of range for {len(lens)} lengths")
+    if idx.min() < 0 or idx.max() >= n:
+        j, p = next((j, p) for j, p in numbered if p.min() < 0 or p.max() >= n)
+        v = int(p[(p < 0) | (p >= n)][0])
+        raise IndexError(f"batch {j}: index {v} is out of range for {n} lengths")
     off = np.zeros(len(parts) + 1, dtype=np.int64)
     np.cumsum([p.size for p in parts], out=off[1:])
     return _stats(lens, idx, off)
@@ -302,12 +334,16 @@ class BucketBatchSampler(Sampler[List[int]]):
             order = perm if self._kept is None else self._kept[perm]
         else:
             order = np.arange(self.num_samples) if self._kept is None else self._kept
+        # Chunks and batches never hold more than every sample: larger limits are
+        # clamped there, so that any Python int fits the kernel's C integers.
+        cap = max(1, self.num_samples)
         idx, off = _sampler.build_epoch(order, self.lengths, self._max_length,
-                                        self.bucket_size, self.batch_size or 0,
+                                        min(self.bucket_size, cap),
+                                        min(self.batch_size or 0, cap),
                                         self._kernel_max_tokens, sort)
         nb = len(off) - 1
         if (self.drop_last and self.batch_size is not None and nb
-                and off[nb] - off[nb - 1] < self.batch_size):
+                and int(off[nb] - off[nb - 1]) < self.batch_size):
             nb -= 1
             off = off[:nb + 1]
             idx = idx[:off[nb]]
@@ -322,13 +358,19 @@ class BucketBatchSampler(Sampler[List[int]]):
         return self._cache
 
     def _split(self, order: np.ndarray) -> np.ndarray:
+        """This rank's batches: positions ``rank, rank + R, ...`` of ``order``, padded
+        by repeating it from its start (or truncated with ``drop_last``) to a multiple
+        of ``R``. Computed without materializing the padded order (``R`` may be huge)."""
         R, nb = self.num_replicas, len(order)
-        if R > 1 and nb % R:
-            if self.drop_last:
-                order = order[:nb - nb % R]
-            else:
-                order = np.concatenate([order, order[np.arange(R - nb % R) % nb]])
-        return order[self.rank::R]
+        if R == 1:
+            return order
+        count = nb // R if self.drop_last else -(-nb // R)
+        if count == 0:
+            return order[:0]
+        if count == 1:                      # also R > nb, where R may not fit int64
+            return order[self.rank % nb:self.rank % nb + 1]
+        # count >= 2, so R < nb: every position below count * R fits int64
+        return order[(self.rank + R * np.arange(count, dtype=np.int64)) % nb]
 
     def __iter__(self) -> Iterator[List[int]]:
         ep = self._epoch()

@@ -577,3 +577,86 @@ def test_two_process_gloo_run_covers_the_dataset(tmp_path):
                               bucket_size=BucketBatchSampler(lengths, max_tokens=24).bucket_size)
         assert a == reference_split(ref, 2, 0) and b == reference_split(ref, 2, 1)
     assert seen[0]["epochs"][0] != seen[0]["epochs"][1]
+
+
+# --------------------------------------------------------------------------- huge values
+def test_padding_efficiency_sums_exactly_past_int64():
+    big = 2**62
+    stats = padding_efficiency([big] * 4, [[0, 1], [2, 3]])
+    assert stats == PaddingStats(2, 4, 4 * big, 4 * big, 1.0)
+    assert padding_efficiency([big, 1, big, 1], [[0, 1, 2, 3]]).padded_tokens == 4 * big
+
+
+def test_efficiency_sums_exactly_past_int64():
+    big = 2**62
+    s = BucketBatchSampler([big] * 4 + [1], batch_size=2, seed=0)
+    for bucketed in (True, False):
+        stats = s.efficiency(bucketed=bucketed)
+        assert stats.real_tokens == 4 * big + 1 and stats.samples == 5
+        assert stats.padded_tokens >= stats.real_tokens
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(max_tokens=2**63 - 1), dict(max_tokens=2**80), dict(batch_size=2**63),
+    dict(batch_size=2**70, max_tokens=2**70), dict(batch_size=2, bucket_size=2**64),
+    dict(batch_size=2**40, bucket_size=2**40),
+])
+def test_huge_limits_behave_like_no_limit(kwargs):
+    import sys
+    kwargs.setdefault("max_tokens", None)
+    if kwargs["max_tokens"] is None and kwargs.get("batch_size") is None:
+        kwargs["max_tokens"] = sys.maxsize
+    L = [5, 1, 4, 2, 3]
+    s = BucketBatchSampler(L, shuffle=False, **kwargs)
+    batches = list(s)
+    assert len(s) == len(batches) and flat(batches) == [0, 1, 2, 3, 4]
+    limit = kwargs.get("batch_size") or 2**63
+    want = 1 if limit >= len(L) else -(-len(L) // limit)
+    assert len(batches) == want
+    assert s.efficiency().samples == len(L)
+
+
+def test_max_tokens_sys_maxsize():
+    import sys
+    s = BucketBatchSampler([5, 1, 4], max_tokens=sys.maxsize)
+    assert len(s) == 1 and sorted(next(iter(s))) == [0, 1, 2]
+
+
+def test_huge_num_replicas_rank_seed_and_epoch():
+    L = [5, 1, 4, 2, 3]
+    world = 2**70
+    a = BucketBatchSampler(L, batch_size=2, num_replicas=world, rank=world - 1, seed=2**100)
+    a.set_epoch(2**80)
+    batches = list(a)
+    assert len(a) == len(batches) == 1 and batches[0] in a.epoch_batches()
+    b = BucketBatchSampler(L, batch_size=2, num_replicas=world, rank=0, drop_last=True)
+    assert len(b) == 0 and list(b) == []
+    state = a.state_dict()
+    c = BucketBatchSampler(L, batch_size=2, num_replicas=world, rank=3)
+    c.load_state_dict(state)
+    assert len(c) == 0
+
+
+def test_lengths_near_int64_max():
+    top = 2**63 - 1
+    s = BucketBatchSampler([top, 1, top - 1], batch_size=2, shuffle=False)
+    assert s.epoch_batches() == [[0, 2], [1]]
+    assert s.efficiency().real_tokens == 2 * top
+
+
+@pytest.mark.parametrize("lengths", [[1, 2**63], [2**64 + 5, 1], [1, 2, -2**64]])
+def test_python_int_lengths_outside_int64_name_the_index(lengths):
+    i = next(j for j, v in enumerate(lengths) if not -2**63 <= v < 2**63)
+    with pytest.raises(ValueError, match=rf"lengths\[{i}\] = {lengths[i]} does not fit in int64"):
+        BucketBatchSampler(lengths, batch_size=2)
+
+
+@pytest.mark.parametrize("batches, exc, msg", [
+    ([[0.5, 1]], TypeError, r"batch 0 holds float64 values; sample indices must be ints"),
+    ([[0], [True, False]], TypeError, r"batch 1 holds bool values"),
+    ([[0], [2**64]], IndexError, r"batch 1: index 18446744073709551616 is out of range"),
+    ([[0], [1, -1]], IndexError, r"batch 1: index -1 is out of range for 2 lengths"),
+])
+def test_padding_efficiency_rejects_bad_indices(batches, exc, msg):
+    with pytest.raises(exc, match=msg):
+        padding_efficiency([1, 3], batches)
