@@ -44,7 +44,6 @@ if any(n.startswith("_core") and n.endswith(".so")
     sys.path.insert(0, os.path.dirname(_TESTS))      # the checkout's own build first
 import fastcollate  # noqa: E402
 from fastcollate import _core, kernels  # noqa: E402
-from fastcollate.padding import padded_length, padded_shape, write_padded  # noqa: E402
 from hostile import CLEAN_ERRORS, SANITIZED, Guarded  # noqa: E402
 from reference import reference_order  # noqa: E402
 
@@ -480,6 +479,22 @@ def _expected(batch: Batch, need_nonempty: bool):
     return refs, _target_dtype(batch, refs), maybe
 
 
+def _outcome(batch: Batch, call: Callable[[], Any], refs, may_refuse: bool) -> Any:
+    """``call()``'s result where it must succeed; None where it refused cleanly and was
+    allowed to, or where the batch must be refused (an empty batch, a faulty sample:
+    checked here)."""
+    if not batch.samples or refs is None:
+        _must_fail(batch, call)
+        return None
+    try:
+        return call()
+    except BaseException as e:  # noqa: BLE001 - classified by _clean
+        _clean(e, batch)
+        if not may_refuse:
+            raise Bug(f"refused a valid batch: {type(e).__name__}: {e}") from e
+        return None
+
+
 def _must_fail(batch: Batch, call: Callable[[], Any]) -> None:
     try:
         call()
@@ -501,14 +516,8 @@ def check_pack(batch: Batch, enforce_sorted: bool) -> None:
     refs, dtypes, maybe = _expected(batch, need_nonempty=True)
     call = lambda: fastcollate.pack(batch.objs, dtype=batch.dtype,  # noqa: E731
                                     enforce_sorted=enforce_sorted)
-    if B == 0 or refs is None:
-        return _must_fail(batch, call)
-    try:
-        p = call()
-    except BaseException as e:  # noqa: BLE001
-        _clean(e, batch)
-        if maybe is None:
-            raise Bug(f"refused a valid batch: {type(e).__name__}: {e}") from e
+    p = _outcome(batch, call, refs, may_refuse=maybe is not None)
+    if p is None:
         return
     if p.data.dtype not in dtypes:
         raise Bug(f"packed dtype {p.data.dtype}, expected one of {dtypes}")
@@ -532,15 +541,11 @@ def check_pad(batch: Batch, batch_first: bool, value, side: str, multiple) -> No
     call = lambda: fastcollate.pad(batch.objs, dtype=batch.dtype, batch_first=batch_first,  # noqa: E731
                                    padding_value=value, padding_side=side,
                                    pad_to_multiple_of=multiple, return_lengths=True)
-    if B == 0 or refs is None:
-        return _must_fail(batch, call)
-    try:
-        out, lengths = call()
-    except BaseException as e:  # noqa: BLE001
-        _clean(e, batch)
-        if maybe is None and _pad_value_fits(value, dtypes):
-            raise Bug(f"refused a valid batch: {type(e).__name__}: {e}") from e
+    result = _outcome(batch, call, refs,
+                      may_refuse=maybe is not None or not _pad_value_fits(value, dtypes))
+    if result is None:
         return
+    out, lengths = result
     if out.dtype not in dtypes:
         raise Bug(f"padded dtype {out.dtype}, expected one of {dtypes}")
     lens = [int(r.shape[0]) for r in refs]
@@ -591,14 +596,8 @@ def check_collate(batch: Batch, structure: str, mode: str) -> None:
                                         dtype=batch.dtype)
     refs, dtypes, maybe = _expected(batch, need_nonempty=mode == "pack")
     call = lambda: collate(samples)  # noqa: E731
-    if B == 0 or refs is None:
-        return _must_fail(batch, call)
-    try:
-        out = call()
-    except BaseException as e:  # noqa: BLE001
-        _clean(e, batch)
-        if maybe is None:
-            raise Bug(f"refused a valid batch: {type(e).__name__}: {e}") from e
+    out = _outcome(batch, call, refs, may_refuse=maybe is not None)
+    if out is None:
         return
     if structure == "tuple":
         data, labels, lengths = out
