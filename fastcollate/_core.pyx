@@ -32,6 +32,8 @@ cdef extern from "Python.h":
     bint PyComplex_CheckExact(PyObject*)
     bint PyList_CheckExact(object)
     bint PyTuple_CheckExact(object)
+    bint PyList_Check(object)
+    bint PyTuple_Check(object)
     long long PyLong_AsLongLongAndOverflow(PyObject*, int*) except? -1
     double PyFloat_AS_DOUBLE(PyObject*)
     double PyLong_AsDouble(PyObject*)
@@ -180,7 +182,8 @@ cdef extern from "_copy.h" nogil:
 
 
 def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes,
-            uintptr_t out_ptr, int64_t block=0, int stream=-1):
+            uintptr_t out_ptr, int64_t block=0, int stream=-1, list storages=None,
+            snapshot=None):
     """Write contiguous samples into the packed layout at address ``out_ptr``.
 
     Low-level: the caller guarantees that sample ``i`` is ``lengths[i]`` contiguous rows
@@ -208,6 +211,9 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
     stream : int
         Non-temporal stores: 0 never, 1/2 with 16/32-byte stores where the rows allow
         it, -1 (default) picks by row size and output size (:func:`choose_stream`).
+    storages, snapshot : optional
+        From :func:`tensor_sources`: checked by :func:`check_storages` as the last
+        step before the GIL is released.
 
     The GIL is released while copying.
     """
@@ -260,6 +266,8 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
             block = choose_block(row_bytes, B)
         if stream < 0:
             stream = choose_stream(row_bytes, acc * row_bytes)
+        if storages is not None:
+            check_storages(storages, snapshot)
         with nogil:
             fc_scatter(<char*>out_ptr, <const char* const*>srcs, lens, offs, B, row_bytes,
                        block, stream)
@@ -268,7 +276,8 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
 
 
 def pad_scatter(src_ptrs, lengths, Py_ssize_t T, Py_ssize_t row_bytes, uintptr_t out_ptr,
-                bint batch_first=True, bint left=False, bytes pad_row=None, int stream=-1):
+                bint batch_first=True, bint left=False, bytes pad_row=None, int stream=-1,
+                list storages=None, snapshot=None):
     """Write contiguous samples into a padded ``(B, T, *row)`` or ``(T, B, *row)`` buffer.
 
     Low-level, like :func:`scatter`: sample ``i`` is ``lengths[i]`` contiguous rows of
@@ -277,26 +286,30 @@ def pad_scatter(src_ptrs, lengths, Py_ssize_t T, Py_ssize_t row_bytes, uintptr_t
     pattern whose length divides ``row_bytes`` (one element, or a whole row), repeated
     (None: zeros). ``left`` puts the padding before the data. ``stream``: non-temporal
     stores for the batch-first bulk copies (1: 16-byte, 2: 32-byte where the CPU has
-    AVX2), -1 (default) picks 2 when the output is over ``STREAM_MIN_BYTES``. The GIL
-    is released.
+    AVX2), -1 (default) picks 2 when the output is over ``STREAM_MIN_BYTES``.
+    ``storages``/``snapshot`` as in :func:`scatter`. The GIL is released; the tables
+    are copied first, so a caller changing them meanwhile cannot void the checks.
     """
-    cdef const int64_t[::1] ptrs = np.ascontiguousarray(src_ptrs, dtype=np.int64)
-    cdef const int64_t[::1] lens = np.ascontiguousarray(lengths, dtype=np.int64)
+    cdef const int64_t[::1] ptrs = np.array(src_ptrs, dtype=np.int64, order="C")
+    cdef const int64_t[::1] lens = np.array(lengths, dtype=np.int64, order="C")
     cdef Py_ssize_t B = lens.shape[0], i
     if ptrs.shape[0] != B:
         raise ValueError("src_ptrs and lengths differ in size")
     for i in range(B):
         if lens[i] < 0 or lens[i] > T:
             raise ValueError(f"sample {i} has length {lens[i]}, outside 0..{T}")
-    if B == 0 or T == 0 or row_bytes <= 0:      # nothing to write (and out may be NULL)
-        return
-    if pad_row is not None and (len(pad_row) == 0 or row_bytes % len(pad_row) != 0):
+    if pad_row is not None and row_bytes > 0 and (
+            len(pad_row) == 0 or row_bytes % len(pad_row) != 0):
         raise ValueError(f"pad_row must be a pattern whose length divides {row_bytes}, "
                          f"got {len(pad_row)} bytes")
+    if B == 0 or T == 0 or row_bytes <= 0:      # nothing to write (and out may be NULL)
+        return
     cdef const char* pad = NULL if pad_row is None else <const char*>pad_row
     cdef int64_t pad_bytes = 0 if pad_row is None else len(pad_row)
     if stream < 0:
         stream = 2 if B * T * row_bytes >= STREAM_MIN_BYTES else 0
+    if storages is not None:
+        check_storages(storages, snapshot)
     with nogil:
         fc_pad(<char*>out_ptr, <const char* const*>&ptrs[0], &lens[0], B, T, row_bytes,
                batch_first, left, pad, pad_bytes, stream)
@@ -341,6 +354,7 @@ KIND_COMPLEX = 3
 KIND_OTHER = 4      # not an exact Python number: use the slow path
 
 
+@cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change
 def list_kind(seqs):
     """Widest element kind over a batch of flat lists/tuples of Python numbers.
 
@@ -574,6 +588,7 @@ def read_lists(seqs, const int64_t[::1] lengths, const int64_t[::1] ranks,
 # Source scans: one pass over the batch reading each sample's address and length
 # ---------------------------------------------------------------------------------------
 
+@cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change
 def array_sources(seqs):
     """Addresses and lengths of a batch of NumPy arrays, checked against sample 0.
 
@@ -623,6 +638,7 @@ def array_sources(seqs):
     return ptrs_arr, lens_arr, odd
 
 
+@cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change
 def leading_lengths(seqs):
     """``len`` of every sample via its ``shape[0]`` (arrays, tensors), as int64.
 
@@ -641,6 +657,7 @@ def leading_lengths(seqs):
     return lens_arr, -1
 
 
+@cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change
 def tensor_lengths(seqs, tensor_type):
     """Leading lengths of a batch of exact tensors (``type(x) is tensor_type``, whose
     ``shape`` cannot be overridden), as int64; None if a sample is anything else, is
@@ -665,7 +682,7 @@ def tensor_lengths(seqs, tensor_type):
 
 @cython.boundscheck(True)
 def flatten_nested(x, Py_ssize_t sample, Py_ssize_t max_depth=32,
-                   int64_t max_items=1 << 28):
+                   int64_t max_items=1 << 24):
     """The leaves of a rectangular nested list/tuple sample, flat, and its shape.
 
     Returns ``(leaves, shape)``: a new list of the leaves in row-major order (numbers,
@@ -683,7 +700,7 @@ def flatten_nested(x, Py_ssize_t sample, Py_ssize_t max_depth=32,
     cdef Py_ssize_t depth = 0, n, k, top
     cdef int64_t items = 1
     # the expected shape: the lengths along the first elements
-    while isinstance(y, (list, tuple)):
+    while _is_seq(y):
         if depth >= max_depth:
             raise ValueError(f"sample {sample}: nested lists deeper than {max_depth} levels "
                              "(a list that contains itself?)")
@@ -714,7 +731,7 @@ def flatten_nested(x, Py_ssize_t sample, Py_ssize_t max_depth=32,
         pos[top] = k + 1
         item = seq[k]
         if top + 1 < ndim:           # a sub-list of length shape[top + 1] is expected
-            if not isinstance(item, (list, tuple)):
+            if not _is_seq(item):
                 raise ValueError(f"sample {sample}: nested lists must be rectangular "
                                  f"(found {type(item).__name__} at depth {top + 1}, "
                                  f"expected a sequence of length {shape[top + 1]})")
@@ -725,7 +742,7 @@ def flatten_nested(x, Py_ssize_t sample, Py_ssize_t max_depth=32,
                                  f"depth {top + 1}, got {len(item)})")
             seqs.append(item)
             pos.append(0)
-        elif isinstance(item, (list, tuple)):
+        elif _is_seq(item):
             raise ValueError(f"sample {sample}: nested lists must be rectangular (found a "
                              f"sequence at depth {top + 1}, where sample 0 of the row has "
                              "a number)")
@@ -738,9 +755,14 @@ cdef object _exact_seq(object y):
     """``y`` if it is an exact list/tuple, else its items read by the base iterator."""
     if PyList_CheckExact(y) or PyTuple_CheckExact(y):
         return y
-    if isinstance(y, list):
+    if PyList_Check(y):
         return list(list.__iter__(y))
     return list(tuple.__iter__(y))
+
+
+cdef inline bint _is_seq(object y) noexcept:
+    """A list or tuple by its type (isinstance would ask a __class__ property)."""
+    return PyList_Check(y) or PyTuple_Check(y)
 
 
 def chunk_pointers(int64_t base, const int64_t[::1] lengths, Py_ssize_t row_bytes):
@@ -756,6 +778,7 @@ def chunk_pointers(int64_t base, const int64_t[::1] lengths, Py_ssize_t row_byte
     return out
 
 
+@cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change
 def tensor_sources(seqs, tensor_type, dtype, tuple row):
     """Addresses and lengths of CPU tensors, read one attribute at a time.
 
@@ -817,17 +840,19 @@ def tensor_sources(seqs, tensor_type, dtype, tuple row):
     return ptrs_arr, lens_arr, storages, snap_arr
 
 
+@cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change
 def check_storages(list storages, const int64_t[:, ::1] snapshot):
     """Raise ValueError naming the first sample whose storage no longer has the data
-    address and size recorded by :func:`tensor_sources` (it was resized or
-    reallocated in place since: the recorded addresses would dangle)."""
+    address recorded by :func:`tensor_sources` (it was resized or reallocated in
+    place since: the recorded addresses would dangle; a CPU storage that changes size
+    always moves)."""
     cdef Py_ssize_t i
     cdef object st
     if snapshot.shape[0] != len(storages):
         raise ValueError("storages and snapshot differ in size")
     for i in range(len(storages)):
         st = storages[i]
-        if st.data_ptr() != snapshot[i, 0] or st.nbytes() != snapshot[i, 1]:
+        if st.data_ptr() != snapshot[i, 0]:
             raise ValueError(f"sample {i}: its storage was resized or reallocated while "
                              "the batch was being packed")
 
@@ -836,6 +861,7 @@ def check_storages(list storages, const int64_t[:, ::1] snapshot):
 # Collate helpers: split records into columns, numbers into arrays
 # ---------------------------------------------------------------------------------------
 
+@cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change
 def split_columns(samples, Py_ssize_t nfields):
     """Columns of a batch of tuples/lists with ``nfields`` fields each.
 
@@ -873,6 +899,7 @@ def split_columns(samples, Py_ssize_t nfields):
     return cols
 
 
+@cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change
 def exact_numbers(values):
     """An int64 array if every value is an exact Python int that fits int64, a float64
     array if every value is an exact Python float; otherwise None."""
@@ -932,6 +959,7 @@ cpdef int64_t sum_lengths(const int64_t[::1] lengths) except? -1:
     return acc
 
 
+@cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change
 def list_lengths(seqs):
     """Lengths of a batch of lists/tuples as int64, or ``(KIND_OTHER, index)`` naming
     the first sample that is not an exact list/tuple."""

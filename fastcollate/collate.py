@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import operator
 from operator import attrgetter, itemgetter
 from collections.abc import Mapping, MutableMapping, MutableSequence
 from collections.abc import Sequence as SequenceABC
@@ -23,9 +22,10 @@ from torch.nn.utils.rnn import PackedSequence
 from torch.utils.data import get_worker_info
 
 from . import _core
-from .packing import Plan, packed_by_torch, plan_batch, wrap_packed, write_plan
-from .padding import (check_padding_side, padded_by_torch, padded_length, padded_shape,
-                      write_padded)
+from .packing import (Plan, packed_by_torch, plan_batch, torch_functions_off, wrap_packed,
+                      write_plan)
+from .padding import (check_multiple, check_padding_side, padded_by_torch, padded_length,
+                      padded_shape, write_padded)
 
 __all__ = ["PackedCollate", "packed_collate", "padded_collate", "to_device"]
 
@@ -113,15 +113,7 @@ def _check_pad_options(padding_value: Any, pad_to_multiple_of: Any) -> Optional[
         value = value.item()
     if not isinstance(value, _NUMBERS):
         raise TypeError(f"padding_value must be a number, got {type(padding_value).__name__}")
-    if pad_to_multiple_of is None:
-        return None
-    if isinstance(pad_to_multiple_of, (bool, np.bool_)) or not isinstance(
-            pad_to_multiple_of, (int, np.integer)):
-        raise TypeError("pad_to_multiple_of must be a positive int, got "
-                        f"{pad_to_multiple_of!r}")
-    if pad_to_multiple_of < 1:
-        raise ValueError(f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of}")
-    return operator.index(pad_to_multiple_of)
+    return check_multiple(pad_to_multiple_of)
 
 
 def _fixed_kind(t: type) -> str:
@@ -567,9 +559,11 @@ class PackedCollate:
 
     # -- collation -----------------------------------------------------------------
 
+    @torch_functions_off
     def __call__(self, samples: Sequence[Any]):
-        if not isinstance(samples, (list, tuple)):
-            samples = list(samples)
+        # a private copy: whatever another thread (or a sample's own methods) does to
+        # the caller's list, every sample stays referenced until the batch is written
+        samples = list(samples)
         if len(samples) == 0:
             raise ValueError("cannot collate an empty batch")
         kind, keys, columns = self._fields_of(samples)
@@ -591,7 +585,11 @@ class PackedCollate:
                 field.T = padded_length(plan, self.pad_to_multiple_of)
             fields[key] = field
         self._check_groups(fields)
-        fixed = {k: _collate_fixed(columns[k], repr(k)) for k in keys if k not in fields}
+        try:
+            fixed = {k: _collate_fixed(columns[k], repr(k)) for k in keys if k not in fields}
+        except RecursionError as e:    # a dict or list field that contains itself
+            raise ValueError("a non-ragged field is nested too deeply (does a sample "
+                             "contain itself?)") from e
         out = self._write(fields, fixed)
         return self._assemble(samples[0], kind, keys, fields, out)
 

@@ -8,9 +8,10 @@ output tensor that the caller may allocate (pinned, shared memory) with
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar, cast
 
 import numpy as np
 import torch
@@ -18,7 +19,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _core
 
-__all__ = ["pack", "pack_lengths", "Plan", "plan_batch", "write_plan", "wrap_packed", "check_out"]
+__all__ = ["pack", "pack_lengths", "Plan", "plan_batch", "write_plan", "wrap_packed", "check_out",
+           "torch_functions_off"]
 
 # NumPy <-> torch dtypes that both sides can store (bfloat16 has no NumPy twin).
 _NP_TO_TORCH = {
@@ -56,6 +58,25 @@ _REAL_CODES = {torch.float64: "d", torch.float32: "f"}
 _COMPLEX_CODES = {torch.complex128: "D", torch.complex64: "F"}
 
 _ACCEPTED = "a torch.Tensor, a numpy.ndarray, or a list/tuple of numbers"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def torch_functions_off(fn: _F) -> _F:
+    """Run ``fn`` with torch function modes and subclass overrides disabled.
+
+    A default device (``torch.set_default_device``, ``with torch.device(...)``) or any
+    ``TorchFunctionMode`` would otherwise redirect the output's allocation (a meta or
+    CUDA tensor whose address the kernels would write to) or fake what the kernels are
+    told about a tensor's storage. Checking for a mode costs ~0.1 us; the context is
+    entered only when one is active."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not torch._C._is_torch_function_mode_enabled():
+            return fn(*args, **kwargs)
+        with torch._C.DisableTorchFunction():
+            return fn(*args, **kwargs)
+    return cast(_F, wrapper)
 
 
 def _list_dtype(kind: int) -> torch.dtype:
@@ -112,11 +133,13 @@ class Plan:
     ready: Optional[torch.Tensor] = None
     storages: Optional[np.ndarray] = None
 
-    def check_sources(self) -> None:
-        """Right before a kernel reads ``ptrs``: raise ValueError if a tensor's storage
-        (held in ``keep``) was reallocated since planning (``resize_``)."""
-        if self.storages is not None:
-            _core.check_storages(self.keep, self.storages)
+    def source_checks(self) -> dict:
+        """Keyword arguments for the kernels that read ``ptrs``: the tensor storages
+        (held in ``keep``) and their addresses at planning time, which the kernel
+        checks right before it releases the GIL (ValueError if one was reallocated)."""
+        if self.storages is None:
+            return {}
+        return {"storages": self.keep, "snapshot": self.storages}
 
     def require_flat(self) -> torch.Tensor:
         """``flat``, for the torch-ops path (raises if this plan reads its sources)."""
@@ -167,6 +190,7 @@ def _as_batch(sequences: Any) -> list:
     return list(sequences)
 
 
+@torch_functions_off
 def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
                dtype: Optional[torch.dtype] = None, sort: bool = True) -> Plan:
     """Validate a ragged batch and describe how to pack it (see :func:`pack`).
@@ -331,8 +355,6 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
 
 def _plan_from_flat(flat: torch.Tensor, lengths: np.ndarray, row, order: str, dtype):
     bs, si, ui = _sorted(lengths, order)
-    if type(flat) is not torch.Tensor:
-        flat = _plain(flat)
     if dtype is not None and flat.dtype != dtype:
         flat = flat.to(dtype)
     # conjugate / negative views: materialize their values (no-ops otherwise)
@@ -386,8 +408,9 @@ _NUMBER_TYPES = (bool, int, float, complex, np.bool_, np.number)
 def _normalize(i: int, x: Any, dtype: Optional[torch.dtype]) -> torch.Tensor:
     """One sample as a tensor (the general path), with errors naming the sample. Lists
     are built directly in ``dtype`` when given (exact, like ``torch.tensor``)."""
-    if isinstance(x, torch.Tensor):
-        if type(x) is not torch.Tensor and not x.is_nested:
+    kind = type(x)      # not isinstance: a __class__ property could claim anything
+    if issubclass(kind, torch.Tensor):
+        if kind is not torch.Tensor and not x.is_nested:
             try:
                 x = _plain(x)
             except (RuntimeError, NotImplementedError) as e:
@@ -402,7 +425,7 @@ def _normalize(i: int, x: Any, dtype: Optional[torch.dtype]) -> torch.Tensor:
         if t.dtype not in _SUPPORTED:
             raise _sample_error(TypeError, i, f"tensor dtype {t.dtype} is not supported; "
                                 f"expected one of {_SUPPORTED_NAMES}")
-    elif isinstance(x, np.ndarray):
+    elif issubclass(kind, np.ndarray):
         if x.dtype.newbyteorder("=") not in _NP_TO_TORCH:
             raise _sample_error(
                 TypeError, i, f"numpy dtype {x.dtype} is not supported; expected one of "
@@ -416,7 +439,7 @@ def _normalize(i: int, x: Any, dtype: Optional[torch.dtype]) -> torch.Tensor:
                 or any(s < 0 for s in x.strides)):
             x = np.array(x, order="C", copy=True)
         t = torch.from_numpy(x)
-    elif isinstance(x, (list, tuple)):
+    elif issubclass(kind, (list, tuple)):
         t = _list_tensor(i, x, dtype)
     else:
         raise _sample_error(TypeError, i, f"expected {_ACCEPTED}, got {type(x).__name__}")
@@ -434,8 +457,9 @@ def _list_tensor(i: int, x: Any, dtype: Optional[torch.dtype]) -> torch.Tensor:
     the private flat copy of its leaves."""
     leaves, shape = _core.flatten_nested(x, i)
     for k, leaf in enumerate(leaves):
-        if not isinstance(leaf, _NUMBER_TYPES) and not (
-                isinstance(leaf, torch.Tensor) and leaf.dim() == 0):
+        kind = type(leaf)   # not isinstance: torch.tensor must not walk a fake number
+        if not issubclass(kind, _NUMBER_TYPES) and not (
+                issubclass(kind, torch.Tensor) and leaf.dim() == 0):
             raise _sample_error(
                 TypeError, i, f"expected {_ACCEPTED}, found {type(leaf).__name__} "
                 f"(element {k} in row-major order)")
@@ -511,6 +535,7 @@ def _plan_general(seqs: list, order: str, dtype) -> Plan:
     return _plan_from_flat(flat, lengths, row, order, None)
 
 
+@torch_functions_off
 def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torch.Tensor:
     """Write a planned batch into ``out``, a contiguous CPU tensor of ``plan.shape``
     and ``plan.dtype`` that the caller allocated (pinned, shared memory...).
@@ -529,6 +554,7 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
         return out
     if plan.lists is not None:
         target = dst if plan.list_via is None else torch.empty(plan.shape, dtype=plan.list_via)
+        check_list_code(plan.list_code, target)
         _core.read_lists(plan.lists, plan.lengths,
                          _ranks(plan.unsorted_indices, len(plan.lengths)),
                          _core.offsets_of(plan.batch_sizes), target.data_ptr(), plan.total,
@@ -536,11 +562,19 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
         if plan.list_via is not None:
             dst.copy_(target)
         return out
-    ptrs = plan.require_ptrs()
-    plan.check_sources()
-    _core.scatter(ptrs, plan.lengths, plan.sorted_indices, plan.batch_sizes,
-                  plan.row_bytes, dst.data_ptr())
+    _core.scatter(plan.require_ptrs(), plan.lengths, plan.sorted_indices, plan.batch_sizes,
+                  plan.row_bytes, dst.data_ptr(), **plan.source_checks())
     return out
+
+
+_CODE_BYTES = {"q": 8, "i": 4, "h": 2, "c": 1, "b": 1, "d": 8, "f": 4, "D": 16, "F": 8}
+
+
+def check_list_code(code: str, target: torch.Tensor) -> None:
+    """A plan's element code must store exactly ``target``'s element size (a plan is a
+    plain dataclass: an edited ``list_code`` must not write 16 bytes into 1-byte slots)."""
+    if _CODE_BYTES.get(code) != target.element_size():
+        raise ValueError(f"list code {code!r} does not store {target.dtype} elements")
 
 
 def check_out(out: Any, shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -575,6 +609,7 @@ def wrap_packed(data: torch.Tensor, plan: Plan) -> PackedSequence:
     return PackedSequence._make((data, torch.from_numpy(plan.batch_sizes), si, ui))
 
 
+@torch_functions_off
 def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
          dtype: Optional[torch.dtype] = None, pin_memory: bool = False) -> PackedSequence:
     """Pack a ragged batch into a :class:`torch.nn.utils.rnn.PackedSequence` in one pass.
@@ -632,6 +667,7 @@ def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     return wrap_packed(data, plan)
 
 
+@torch_functions_off
 def pack_lengths(lengths: Any, *, enforce_sorted: bool = False
                  ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """``batch_sizes``, ``sorted_indices`` and ``unsorted_indices`` for given lengths.
@@ -657,6 +693,8 @@ def pack_lengths(lengths: Any, *, enforce_sorted: bool = False
     ([3, 3, 1], [1, 0, 2], [1, 0, 2])
     """
     if isinstance(lengths, torch.Tensor):
+        if lengths.device.type == "meta":
+            raise ValueError("lengths is a meta tensor: it holds no values")
         lengths = lengths.detach().cpu().numpy()
     # sort_lengths checks them: one-dimensional integers that fit int64, each >= 1
     bs, si, ui = _core.sort_lengths(lengths, enforce_sorted)

@@ -1,25 +1,42 @@
 """pad(): a ragged batch into one padded tensor in one pass (no per-sample torch ops)."""
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
 
 from . import _core
-from .packing import Plan, check_out, plan_batch
+from .packing import Plan, check_list_code, check_out, plan_batch, torch_functions_off
 
-__all__ = ["pad", "padded_length", "padded_shape", "write_padded", "check_padding_side"]
+__all__ = ["pad", "padded_length", "padded_shape", "write_padded", "check_padding_side",
+           "check_multiple"]
+
+
+def check_multiple(pad_to_multiple_of: Any) -> Optional[int]:
+    """``pad_to_multiple_of`` as an int (None stays None): a positive int or NumPy
+    integer, not a bool (TypeError for other types, ValueError below 1)."""
+    if pad_to_multiple_of is None:
+        return None
+    if isinstance(pad_to_multiple_of, (bool, np.bool_)) or not isinstance(
+            pad_to_multiple_of, (int, np.integer)):
+        raise TypeError(f"pad_to_multiple_of must be a positive int, got "
+                        f"{pad_to_multiple_of!r}")
+    if pad_to_multiple_of < 1:
+        raise ValueError(f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of}")
+    return int(pad_to_multiple_of)
 
 
 def padded_length(plan: Plan, pad_to_multiple_of: Optional[int] = None) -> int:
     """The time dimension: the longest sample, rounded up to a multiple if asked."""
     T = int(plan.lengths.max()) if len(plan.lengths) else 0
-    if pad_to_multiple_of is not None:
-        if not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
-            raise ValueError(
-                f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of!r}")
-        T = -(-T // pad_to_multiple_of) * pad_to_multiple_of
+    multiple = check_multiple(pad_to_multiple_of)
+    if multiple is not None:
+        T = -(-T // multiple) * multiple
+    if len(plan.lengths) * T * max(math.prod(plan.row), 1) >= 2**62:
+        raise ValueError(f"the padded batch would have {len(plan.lengths)} x {T} rows: "
+                         "too large (pad_to_multiple_of?)")
     return T
 
 
@@ -42,7 +59,12 @@ def _check_padding_value(value, dtype: torch.dtype) -> None:
         raise TypeError(f"padding_value must be a number, got {type(value).__name__}")
     if isinstance(value, (complex, np.complexfloating)) and not dtype.is_complex:
         raise TypeError(f"padding_value {value!r} is complex but the dtype is {dtype}")
-    if not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool):
+    if dtype.is_floating_point:      # a finite value must stay finite (not round to inf)
+        real = float(cast(Any, value))
+        if math.isfinite(real) and abs(real) > torch.finfo(dtype).max:
+            raise OverflowError(f"padding_value {value!r} does not fit {dtype} "
+                                f"(largest {torch.finfo(dtype).max})")
+    elif not (dtype.is_complex or dtype == torch.bool):
         info = torch.iinfo(dtype)
         real = cast(Any, value)                    # not complex: checked above
         if not info.min <= real <= info.max:       # NaN compares False: refused too
@@ -56,10 +78,16 @@ def _pad_element(value: Union[int, float, bool, complex], dtype: torch.dtype
     padding row (None when it is all zero bytes: memset). Never a whole row: rows may
     be wide."""
     _check_padding_value(value, dtype)
-    raw = torch.full((1,), value, dtype=dtype).view(torch.uint8).numpy().tobytes()
+    if value == 0 and not (isinstance(value, float) and math.copysign(1.0, value) < 0):
+        return None                                 # (-0.0 has a sign bit: not zeros)
+    try:
+        raw = torch.full((1,), value, dtype=dtype).view(torch.uint8).numpy().tobytes()
+    except RuntimeError as e:      # e.g. 1e300 into float32: torch refuses to overflow
+        raise OverflowError(f"padding_value {value!r} does not fit {dtype} ({e})") from e
     return None if not any(raw) else raw
 
 
+@torch_functions_off
 def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
                  padding_value: Union[int, float, bool, complex] = 0,
                  padding_side: str = "right", _trusted: bool = False) -> torch.Tensor:
@@ -84,14 +112,13 @@ def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
         dst.copy_(padded_by_torch(plan, T, batch_first, padding_value, left))
         return out
     if plan.lists is None:
-        ptrs = plan.require_ptrs()
-        plan.check_sources()
-        _core.pad_scatter(ptrs, plan.lengths, T, plan.row_bytes,
+        _core.pad_scatter(plan.require_ptrs(), plan.lengths, T, plan.row_bytes,
                           dst.data_ptr(), batch_first, left,
-                          _pad_element(padding_value, plan.dtype))
+                          _pad_element(padding_value, plan.dtype), **plan.source_checks())
         return out
     # Flat lists of Python numbers: padding first, then every element to its slot.
     target = dst if plan.list_via is None else torch.empty(dst.shape, dtype=plan.list_via)
+    check_list_code(plan.list_code, target)
     row_bytes = target.element_size()
     _core.pad_scatter(np.zeros(B, dtype=np.int64), plan.lengths, T, row_bytes,
                       target.data_ptr(), batch_first, left,
@@ -127,12 +154,17 @@ def padded_by_torch(plan: Plan, T: int, batch_first: bool, padding_value, left: 
     flat = plan.require_flat()
     _check_padding_value(padding_value, flat.dtype)
     B = len(plan.lengths)
-    base = flat.new_full((B * T,) + plan.row, padding_value)
+    try:
+        base = flat.new_full((B * T,) + plan.row, padding_value)
+    except RuntimeError as e:      # a value the float dtype cannot hold (1e10 in float16)
+        raise OverflowError(f"padding_value {padding_value!r} does not fit {flat.dtype} "
+                            f"({e})") from e
     idx = torch.from_numpy(padded_positions(plan.lengths, T, batch_first, left))
     out = base.index_copy(0, idx.to(flat.device), flat)
     return out.view(padded_shape(plan, T, batch_first))
 
 
+@torch_functions_off
 def pad(sequences: Sequence[Any], *, batch_first: bool = True,
         padding_value: Union[int, float, bool, complex] = 0, padding_side: str = "right",
         pad_to_multiple_of: Optional[int] = None, return_lengths: bool = False,

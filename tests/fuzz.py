@@ -764,7 +764,9 @@ def check_pad_scatter(c) -> None:
     pad_row = {None: None, "right": b"\x07" * max(rb, 0), "short": b"\x07" * max(rb - 1, 0),
                "long": b"\x07" * (max(rb, 0) + 1)}[c["pad_row"]]
     g = Guarded((B * max(T, 0) * max(rb, 0),), torch.uint8, fill=0xAB)
-    valid = all(0 <= n <= T for n in lens) and (pad_row is None or len(pad_row) == rb)
+    # a pad_row is a pattern repeated over each padding row: its length must divide rb
+    valid = all(0 <= n <= T for n in lens) and (
+        pad_row is None or rb <= 0 or (len(pad_row) > 0 and rb % len(pad_row) == 0))
     try:
         kernels.pad_scatter(ptrs, lens, T, rb, g.out.data_ptr(), c["batch_first"], c["left"],
                             pad_row, c["stream"])
@@ -1024,7 +1026,7 @@ def check_sampler(lengths, max_tokens, batch_size, bucket_size, num_replicas, ra
         if not drop_last and not drop_oversized and sorted(seen) != list(range(n)):
             raise Bug(f"an epoch missed samples: {sorted(set(range(n)) - set(seen))[:5]}")
     stats = fastcollate.padding_efficiency(lengths, batches)
-    real = sum(int(lens[b].sum()) for b in batches)
+    real = sum(int(lens[i]) for b in batches for i in b)        # exact, no int64 wrap
     padded = sum(len(b) * int(lens[b].max()) for b in batches)
     if (stats.real_tokens, stats.padded_tokens, stats.batches) != (real, padded, len(batches)):
         raise Bug(f"padding_efficiency {stats} but real={real} padded={padded}")
@@ -1050,7 +1052,7 @@ def check_padding_efficiency(lengths, batches) -> None:
         return
     lens = np.asarray(lengths).astype(np.int64)
     parts = [list(b) for b in batches if len(b)]
-    real = sum(int(lens[b].sum()) for b in parts)
+    real = sum(int(lens[i]) for b in parts for i in b)          # exact, no int64 wrap
     padded = sum(len(b) * int(lens[b].max()) for b in parts)
     if (stats.real_tokens, stats.padded_tokens) != (real, padded):
         raise Bug(f"padding_efficiency {stats}, expected real={real} padded={padded}")
