@@ -13,6 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define FC_HAVE_STREAM 1
@@ -70,6 +73,112 @@ static inline void fc_stream_row32(char *restrict dst, const char *restrict src,
         }                                                                           \
     }
 
+/* Tiled scatter for narrow rows (1, 2, 4, 8, 16 bytes: one element each). The packed
+ * output is time-major: step t of ranks r0..r0+n-1 are n adjacent rows. For a tile of
+ * FC_TR ranks that are all still active over tb steps, each step's rows are written as
+ * one contiguous run while the tile's sources (tb elements each) stay in L1; ranks
+ * that end inside the tile are copied one by one; once one sample is left, the rest
+ * of it is contiguous in the output: one memcpy. */
+#define FC_TR 16
+typedef struct { uint64_t lo, hi; } fc_u128;
+
+#ifdef FC_HAVE_STREAM
+/* 16 steps x 16 ranks of 1-byte rows, transposed in SSE2 registers: load 16 bytes of
+ * each rank's source (steps t..t+15), store 16 bytes (ranks r0..r0+15) at each step. */
+static inline void fc_t16x16_u8(const uint8_t *const *sp, int64_t t, uint8_t *o,
+                                const int64_t *offs, int64_t r0)
+{
+    __m128i x[16], b[16], c[16], e[2][8];
+    for (int k = 0; k < 16; k++) x[k] = _mm_loadu_si128((const __m128i *)(sp[k] + t));
+    for (int i = 0; i < 8; i++) {      /* 16-bit units: (rank 2i, 2i+1) at step j */
+        b[2 * i] = _mm_unpacklo_epi8(x[2 * i], x[2 * i + 1]);
+        b[2 * i + 1] = _mm_unpackhi_epi8(x[2 * i], x[2 * i + 1]);
+    }
+    for (int g = 0; g < 4; g++) {      /* 32-bit units: ranks 4g..4g+3 at step j */
+        c[4 * g] = _mm_unpacklo_epi16(b[4 * g], b[4 * g + 2]);
+        c[4 * g + 1] = _mm_unpackhi_epi16(b[4 * g], b[4 * g + 2]);
+        c[4 * g + 2] = _mm_unpacklo_epi16(b[4 * g + 1], b[4 * g + 3]);
+        c[4 * g + 3] = _mm_unpackhi_epi16(b[4 * g + 1], b[4 * g + 3]);
+    }
+    for (int h = 0; h < 2; h++)        /* 64-bit units: ranks 8h..8h+7 at step j */
+        for (int q = 0; q < 4; q++) {
+            e[h][2 * q] = _mm_unpacklo_epi32(c[8 * h + q], c[8 * h + 4 + q]);
+            e[h][2 * q + 1] = _mm_unpackhi_epi32(c[8 * h + q], c[8 * h + 4 + q]);
+        }
+    for (int q = 0; q < 8; q++) {      /* steps 2q, 2q+1: all 16 ranks */
+        _mm_storeu_si128((__m128i *)(o + offs[t + 2 * q] + r0),
+                         _mm_unpacklo_epi64(e[0][q], e[1][q]));
+        _mm_storeu_si128((__m128i *)(o + offs[t + 2 * q + 1] + r0),
+                         _mm_unpackhi_epi64(e[0][q], e[1][q]));
+    }
+}
+#define FC_FAST_U8 for (; t + 16 <= t1; t += 16) fc_t16x16_u8(sp, t, o, offs, r0);
+#else
+#define FC_FAST_U8
+#endif
+
+/* A..: the few samples still active over [t0, lens[A-1]) fill a dense (steps x A)
+ * block of the output: interleave them without looking up per-step offsets. */
+#define FC_FEW(A_)                                                                      \
+    for (int64_t i = 0; i < m; i++)                                                     \
+        for (int k = 0; k < A_; k++) d[i * A_ + k] = sp[k][t0 + i];
+
+#define FC_DEFINE_TILED(NAME, TYPE, FAST)                                               \
+static void NAME(char *out, const char *const *srcs, const int64_t *lens,               \
+                 const int64_t *offs, int64_t B, int64_t tb)                            \
+{                                                                                       \
+    TYPE *o = (TYPE *)out;                                                              \
+    int64_t T = lens[0], A = B, t0 = 0;                                                 \
+    const TYPE *sp[FC_TR];                                                              \
+    while (t0 < T) {                                                                    \
+        while (A > 1 && lens[A - 1] <= t0) A--;                                         \
+        if (A == 1) {                                                                   \
+            memcpy(o + offs[t0], (const TYPE *)srcs[0] + t0,                            \
+                   (size_t)(T - t0) * sizeof(TYPE));                                    \
+            break;                                                                      \
+        }                                                                               \
+        if (A <= 4) {                                                                   \
+            int64_t m = lens[A - 1] - t0;                                               \
+            TYPE *d = o + offs[t0];                                                     \
+            for (int64_t k = 0; k < A; k++) sp[k] = (const TYPE *)srcs[k];              \
+            if (A == 2) { FC_FEW(2) } else if (A == 3) { FC_FEW(3) } else { FC_FEW(4) } \
+            t0 += m;                                                                    \
+            continue;                                                                   \
+        }                                                                               \
+        int64_t t1 = t0 + tb < T ? t0 + tb : T;                                         \
+        int64_t F = A;                                                                  \
+        while (F > 0 && lens[F - 1] < t1) F--;                                          \
+        for (int64_t r0 = 0; r0 < F; r0 += FC_TR) {                                     \
+            int64_t n = F - r0 < FC_TR ? F - r0 : FC_TR;                                \
+            for (int64_t k = 0; k < n; k++) sp[k] = (const TYPE *)srcs[r0 + k];         \
+            if (n == FC_TR) {                                                           \
+                int64_t t = t0;                                                         \
+                FAST                                                                    \
+                for (; t < t1; t++) {                                                   \
+                    TYPE *d = o + offs[t] + r0;                                         \
+                    for (int k = 0; k < FC_TR; k++) d[k] = sp[k][t];                    \
+                }                                                                       \
+            } else {                                                                    \
+                for (int64_t t = t0; t < t1; t++) {                                     \
+                    TYPE *d = o + offs[t] + r0;                                         \
+                    for (int64_t k = 0; k < n; k++) d[k] = sp[k][t];                    \
+                }                                                                       \
+            }                                                                           \
+        }                                                                               \
+        for (int64_t r = F; r < A; r++) {                                               \
+            const TYPE *s = (const TYPE *)srcs[r];                                      \
+            for (int64_t t = t0; t < lens[r]; t++) o[offs[t] + r] = s[t];               \
+        }                                                                               \
+        t0 = t1;                                                                        \
+    }                                                                                   \
+}
+
+FC_CLONES FC_DEFINE_TILED(fc_tiled1, uint8_t, FC_FAST_U8)
+FC_CLONES FC_DEFINE_TILED(fc_tiled2, uint16_t, )
+FC_CLONES FC_DEFINE_TILED(fc_tiled4, uint32_t, )
+FC_CLONES FC_DEFINE_TILED(fc_tiled8, uint64_t, )
+FC_CLONES FC_DEFINE_TILED(fc_tiled16, fc_u128, )
+
 #ifdef FC_HAVE_STREAM
 /* The same with 32-byte non-temporal stores, for AVX2 machines (checked at run time). */
 __attribute__((target("avx2")))
@@ -86,9 +195,20 @@ static void fc_scatter_stream32(char *out, const char *const *srcs, const int64_
 FC_CLONES
 static void fc_scatter(char *out, const char *const *srcs, const int64_t *lens,
                        const int64_t *offsets, int64_t B, int64_t row_bytes, int64_t block,
-                       int stream)
+                       int stream, int64_t tile)
 {
     if (B <= 0) return;
+    int any_null = 0;
+    for (int64_t r = 0; r < B; r++) any_null |= srcs[r] == NULL;
+    if (!any_null && tile > 0) {
+        switch (row_bytes) {
+        case 1: fc_tiled1(out, srcs, lens, offsets, B, tile); return;
+        case 2: fc_tiled2(out, srcs, lens, offsets, B, tile); return;
+        case 4: fc_tiled4(out, srcs, lens, offsets, B, tile); return;
+        case 8: fc_tiled8(out, srcs, lens, offsets, B, tile); return;
+        case 16: fc_tiled16(out, srcs, lens, offsets, B, tile); return;
+        }
+    }
     switch (row_bytes) {
     case 1: FC_SCATTER_LOOP(((uint8_t *)out)[offsets[t] + r] = ((const uint8_t *)src)[t]) break;
     case 2: FC_SCATTER_LOOP(((uint16_t *)out)[offsets[t] + r] = ((const uint16_t *)src)[t]) break;
@@ -245,4 +365,24 @@ static void fc_pad(char *out, const char *const *srcs, const int64_t *lens, int6
     if (stream) _mm_sfence();
 #endif
 }
+/* Ask the kernel to back the 2 MB-aligned interior of [p, p + n) with transparent huge
+ * pages (Linux, THP in "madvise" or "always" mode), as NumPy does for its large
+ * arrays. Call it on fresh memory before the first write: a fresh 4 KB-page mapping
+ * costs one page fault per 4 KB, which dominated packing outputs of tens of MB.
+ * Only a hint: 0 when advised, 1 when there was no whole huge page to advise, -1
+ * where unsupported or refused (the memory works the same either way). */
+static int fc_advise_huge(char *p, size_t n)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t H = (uintptr_t)2 << 20;
+    uintptr_t a = ((uintptr_t)p + H - 1) & ~(H - 1);
+    uintptr_t b = ((uintptr_t)p + n) & ~(H - 1);
+    if (b <= a) return 1;
+    return madvise((void *)a, (size_t)(b - a), MADV_HUGEPAGE) == 0 ? 0 : -1;
+#else
+    (void)p; (void)n;
+    return -1;
+#endif
+}
+
 #endif

@@ -175,15 +175,16 @@ def offsets_of(const int64_t[::1] batch_sizes):
 cdef extern from "_copy.h" nogil:
     void fc_scatter(char* out, const char* const* srcs, const int64_t* lens,
                     const int64_t* offsets, int64_t B, int64_t row_bytes, int64_t block,
-                    int stream)
+                    int stream, int64_t tile)
     void fc_pad(char* out, const char* const* srcs, const int64_t* lens, int64_t B,
                 int64_t T, int64_t row_bytes, int batch_first, int left, const char* pad_row,
                 int64_t pad_bytes, int stream)
+    int fc_advise_huge(char* p, size_t n)
 
 
 def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes,
             uintptr_t out_ptr, int64_t block=0, int stream=-1, list storages=None,
-            snapshot=None):
+            snapshot=None, int64_t tile=-1):
     """Write contiguous samples into the packed layout at address ``out_ptr``.
 
     Low-level: the caller guarantees that sample ``i`` is ``lengths[i]`` contiguous rows
@@ -208,6 +209,10 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
         Address of the output buffer.
     block : int
         Time steps copied per sample before moving to the next; 0 picks by row size.
+    tile : int
+        Time steps per tile of the narrow-row kernel (rows of 1, 2, 4, 8, 16 bytes);
+        0 turns it off, -1 (default) picks by row size and batch length
+        (:func:`choose_tile`).
     stream : int
         Non-temporal stores: 0 never, 1/2 with 16/32-byte stores where the rows allow
         it, -1 (default) picks by row size and output size (:func:`choose_stream`).
@@ -266,11 +271,13 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
             block = choose_block(row_bytes, B)
         if stream < 0:
             stream = choose_stream(row_bytes, acc * row_bytes)
+        if tile < 0:
+            tile = choose_tile(row_bytes, T)
         if storages is not None:
             check_storages(storages, snapshot)
         with nogil:
             fc_scatter(<char*>out_ptr, <const char* const*>srcs, lens, offs, B, row_bytes,
-                       block, stream)
+                       block, stream, tile)
     finally:
         free(scratch)
 
@@ -313,6 +320,37 @@ def pad_scatter(src_ptrs, lengths, Py_ssize_t T, Py_ssize_t row_bytes, uintptr_t
     with nogil:
         fc_pad(<char*>out_ptr, <const char* const*>&ptrs[0], &lens[0], B, T, row_bytes,
                batch_first, left, pad, pad_bytes, stream)
+
+
+HUGE_MIN_BYTES = 4 << 20
+
+
+def advise_huge(uintptr_t ptr, size_t nbytes):
+    """Hint that the fresh buffer ``[ptr, ptr + nbytes)`` be backed by transparent huge
+    pages (Linux ``madvise(MADV_HUGEPAGE)`` on its 2 MB-aligned interior), before it is
+    first written. Returns 0 when advised, 1 when the buffer holds no whole huge page,
+    -1 where unsupported. Only a hint: the memory works the same either way.
+
+    Measured on 33 MB outputs: page faults of a fresh 4 KB-page mapping were 56% of
+    the time; with huge pages, ~512x fewer faults.
+    """
+    if ptr == 0 or nbytes == 0:
+        return 1
+    return fc_advise_huge(<char*>ptr, nbytes)
+
+
+cpdef int64_t choose_tile(Py_ssize_t row_bytes, int64_t max_len) noexcept:
+    """Time steps per tile of the narrow-row kernel (rows of 1, 2, 4, 8 or 16 bytes),
+    0 for the per-sample blocked loop.
+
+    Measured (scatter alone, 2-core machine): tiles pay once samples are long (bytes,
+    512 x ~1000 uint8: 245 -> 56 us; long-tail int64: 12.7 -> 8.9 us); on batches of
+    short samples (ties, short-many: max length <= 32) the blocked loop is faster.
+    """
+    if (row_bytes == 1 or row_bytes == 2 or row_bytes == 4 or row_bytes == 8
+            or row_bytes == 16) and max_len >= 64:
+        return 64
+    return 0
 
 
 cpdef int64_t choose_block(Py_ssize_t row_bytes, Py_ssize_t B) noexcept:

@@ -22,8 +22,8 @@ from torch.nn.utils.rnn import PackedSequence
 from torch.utils.data import get_worker_info
 
 from . import _core
-from .packing import (Plan, packed_by_torch, plan_batch, torch_functions_off, wrap_packed,
-                      write_plan)
+from .packing import (Plan, new_output, packed_by_torch, plan_batch, torch_functions_off,
+                      wrap_packed, write_plan)
 from .padding import (check_multiple, check_padding_side, padded_by_torch, padded_length,
                       padded_shape, write_padded)
 
@@ -299,7 +299,7 @@ def _alloc(nbytes: int, where: str) -> torch.Tensor:
     """A uint8 tensor of ``nbytes`` in shared, pinned or ordinary memory."""
     if where == "shared":
         return torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(nbytes))
-    return torch.empty(nbytes, dtype=torch.uint8, pin_memory=where == "pinned")
+    return new_output((nbytes,), torch.uint8, pin_memory=where == "pinned")
 
 
 def _arena(specs: List[Tuple[Tuple[int, ...], torch.dtype]], where: str,

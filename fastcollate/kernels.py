@@ -23,7 +23,8 @@ A plan holds every sample alive; a list sample that changes length between
 docs/safety.md). ``pad_scatter`` does the same for padded layouts.
 """
 from ._core import (KIND_BOOL, KIND_COMPLEX, KIND_FLOAT, KIND_INT, KIND_OTHER,
-                    array_sources, check_storages, choose_block, choose_stream,
+                    advise_huge, array_sources, check_storages, choose_block,
+                    choose_stream, choose_tile,
                     chunk_pointers, flatten_nested, leading_lengths, list_kind,
                     list_lengths, offsets_of, pad_scatter, read_ints, read_lists, scatter,
                     sort_lengths, tensor_lengths, tensor_sources)
@@ -32,6 +33,6 @@ from .packing import Plan, check_out, plan_batch, wrap_packed, write_plan
 __all__ = ["sort_lengths", "offsets_of", "scatter", "pad_scatter", "read_lists",
            "read_ints", "list_kind", "list_lengths", "flatten_nested",
            "array_sources", "leading_lengths", "chunk_pointers", "choose_block",
-           "choose_stream", "tensor_sources", "tensor_lengths", "check_storages",
+           "choose_stream", "choose_tile", "advise_huge", "tensor_sources", "tensor_lengths", "check_storages",
            "KIND_BOOL", "KIND_INT", "KIND_FLOAT", "KIND_COMPLEX",
            "KIND_OTHER", "Plan", "plan_batch", "write_plan", "wrap_packed", "check_out"]

@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import _core
 
 __all__ = ["pack", "pack_lengths", "Plan", "plan_batch", "write_plan", "wrap_packed", "check_out",
-           "torch_functions_off"]
+           "new_output", "torch_functions_off"]
 
 # NumPy <-> torch dtypes that both sides can store (bfloat16 has no NumPy twin).
 _NP_TO_TORCH = {
@@ -297,7 +297,7 @@ def _plan_int_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
         return None
     bs, si, ui = _sorted(lengths, order)
     total = _core.sum_lengths(lengths)
-    ready = torch.empty(total, dtype=torch.int64)
+    ready = new_output((total,), torch.int64)
     status = _core.read_ints(seqs, lengths, _ranks(ui, len(seqs)), _core.offsets_of(bs),
                              ready.data_ptr(), total)
     if status < 0 or (status == 1 and dtype is None):   # floats, others; all bools
@@ -597,6 +597,19 @@ def check_out(out: Any, shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Ten
     return t
 
 
+def new_output(shape: Tuple[int, ...], dtype: torch.dtype, pin_memory: bool = False
+               ) -> torch.Tensor:
+    """``torch.empty(shape, dtype=dtype, pin_memory=pin_memory)``, with outputs of
+    ``_core.HUGE_MIN_BYTES`` or more advised onto transparent huge pages before their
+    first write (pinned memory is left to its allocator)."""
+    out = torch.empty(shape, dtype=dtype, pin_memory=pin_memory)
+    if not pin_memory:
+        nbytes = out.numel() * out.element_size()
+        if nbytes >= _core.HUGE_MIN_BYTES:
+            _core.advise_huge(out.data_ptr(), nbytes)
+    return out
+
+
 def wrap_packed(data: torch.Tensor, plan: Plan) -> PackedSequence:
     """Wrap packed ``data`` and the plan's indices, zero-copy, in a PackedSequence."""
     si = ui = None
@@ -662,8 +675,8 @@ def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     elif plan.ready is not None and not pin_memory:
         data = plan.ready
     else:
-        data = write_plan(plan, torch.empty(plan.shape, dtype=plan.dtype,
-                                            pin_memory=pin_memory), _trusted=True)
+        data = write_plan(plan, new_output(plan.shape, plan.dtype, pin_memory),
+                          _trusted=True)
     return wrap_packed(data, plan)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import _core
-from .packing import Plan, check_list_code, check_out, plan_batch, torch_functions_off
+from .packing import Plan, check_list_code, check_out, new_output, plan_batch, torch_functions_off
 
 __all__ = ["pad", "padded_length", "padded_shape", "write_padded", "check_padding_side",
            "check_multiple"]
@@ -213,8 +213,7 @@ def pad(sequences: Sequence[Any], *, batch_first: bool = True,
         if pin_memory and out.device.type == "cpu":
             out = out.pin_memory()
     else:
-        out = torch.empty(padded_shape(plan, T, batch_first), dtype=plan.dtype,
-                          pin_memory=pin_memory)
+        out = new_output(padded_shape(plan, T, batch_first), plan.dtype, pin_memory)
         write_padded(plan, out, batch_first=batch_first, padding_value=padding_value,
                      padding_side=padding_side, _trusted=True)
     if return_lengths:

@@ -31,6 +31,37 @@ def test_scatter_every_row_size_block_and_store_kind(lengths, row_bytes, block, 
     np.testing.assert_array_equal(out, reference_scatter(samples, order.tolist()))
 
 
+@st.composite
+def long_tailed_lengths(draw):
+    """A body of short samples and a few long ones (some of them tied), so that every
+    phase of the tiled kernel runs: full 16-rank tiles, ranks ending inside a tile, the
+    2-4 samples left in the tail, and the last one alone."""
+    body = draw(st.lists(st.integers(1, 40), min_size=0, max_size=70))
+    tail = draw(st.lists(st.integers(41, 400), min_size=0, max_size=5))
+    ties = draw(st.lists(st.sampled_from(tail or [1]), max_size=3))
+    lengths = body + tail + ties
+    return lengths or [1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(long_tailed_lengths(), st.sampled_from([1, 2, 4, 8, 16]),
+       st.sampled_from([1, 3, 16, 17, 32, 64, 1000]), st.integers(0, 2**32 - 1))
+def test_tiled_scatter_of_narrow_rows_matches_the_reference(lengths, row_bytes, tile, seed):
+    rng = np.random.default_rng(seed)
+    samples = [rng.integers(0, 256, size=(n, row_bytes), dtype=np.uint8) for n in lengths]
+    bs, order, _ = _core.sort_lengths(lengths)
+    ptrs = np.array([s.ctypes.data for s in samples], dtype=np.int64)
+    out = np.full((sum(lengths), row_bytes), 0xAB, dtype=np.uint8)
+    _core.scatter(ptrs, lengths, order, bs, row_bytes, out.ctypes.data, tile=tile)
+    np.testing.assert_array_equal(out, reference_scatter(samples, order.tolist()))
+
+
+def test_choose_tile_tiles_only_narrow_rows_of_long_batches():
+    assert _core.choose_tile(8, 1000) > 0 and _core.choose_tile(1, 64) > 0
+    assert _core.choose_tile(8, 4) == 0          # short batches: the blocked loop
+    assert _core.choose_tile(320, 1000) == 0     # wide rows: the blocked loop
+
+
 def test_scatter_streams_large_outputs_correctly():
     rng = np.random.default_rng(0)
     samples = [rng.standard_normal((int(n), 80)).astype(np.float32)
