@@ -22,8 +22,8 @@ from torch.nn.utils.rnn import PackedSequence
 from torch.utils.data import get_worker_info
 
 from . import _core
-from .packing import (Plan, new_output, packed_by_torch, plan_batch, torch_functions_off,
-                      wrap_packed, write_plan)
+from .packing import (NotInts, Plan, new_output, packed_by_torch, plan_batch,
+                      torch_functions_off, wrap_packed, write_plan)
 from .padding import (check_multiple, check_padding_side, padded_by_torch, padded_length,
                       padded_shape, write_padded)
 
@@ -31,6 +31,14 @@ __all__ = ["PackedCollate", "packed_collate", "padded_collate", "to_device"]
 
 _ALIGN = 64
 Key = Hashable
+
+
+class _NotIntsIn(Exception):
+    """Internal: the deferred int lists of field ``key`` held other numbers."""
+
+    def __init__(self, key: Any):
+        super().__init__(key)
+        self.key = key
 
 
 def _is_sequence_sample(x: Any) -> bool:
@@ -573,25 +581,38 @@ class PackedCollate:
             self._check_extra_keys(keys, ragged)
         fields: Dict[Key, _Field] = {}
         for key in ragged:
-            try:
-                plan = plan_batch(columns[key], enforce_sorted=self.enforce_sorted,
-                                  dtype=self._dtype_for(key), sort=self.mode == "pack")
-            except (ValueError, TypeError, OverflowError) as e:
-                if kind == "bare":
-                    raise
-                raise type(e)(f"field {key!r}: {e}") from e
-            field = _Field(key, plan)
-            if self.mode == "pad":
-                field.T = padded_length(plan, self.pad_to_multiple_of)
-            fields[key] = field
+            fields[key] = self._plan_field(columns[key], key, kind, defer=True)
         self._check_groups(fields)
         try:
             fixed = {k: _collate_fixed(columns[k], repr(k)) for k in keys if k not in fields}
         except RecursionError as e:    # a dict or list field that contains itself
             raise ValueError("a non-ragged field is nested too deeply (does a sample "
                              "contain itself?)") from e
-        out = self._write(fields, fixed)
+        while True:     # at most once more per ragged field: re-plans never defer
+            try:
+                out = self._write(fields, fixed)
+                break
+            except _NotIntsIn as e:     # a field of int-looking lists held other numbers
+                fields[e.key] = self._plan_field(columns[e.key], e.key, kind, defer=False)
+                self._check_groups(fields)
         return self._assemble(samples[0], kind, keys, fields, out)
+
+    def _plan_field(self, column: list, key: Key, kind: str, defer: bool) -> "_Field":
+        """Plan one ragged field. Lists of ints are planned from their lengths and read
+        straight into the batch block (``defer``: no temporary the size of the data);
+        ``_write`` raises ``_NotIntsIn`` if they hold other numbers."""
+        try:
+            plan = plan_batch(column, enforce_sorted=self.enforce_sorted,
+                              dtype=self._dtype_for(key), sort=self.mode == "pack",
+                              defer_ints=defer)
+        except (ValueError, TypeError, OverflowError) as e:
+            if kind == "bare":
+                raise
+            raise type(e)(f"field {key!r}: {e}") from e
+        field = _Field(key, plan)
+        if self.mode == "pad":
+            field.T = padded_length(plan, self.pad_to_multiple_of)
+        return field
 
     def _check_groups(self, fields: Dict[Key, _Field]) -> None:
         for group in self.groups:
@@ -655,7 +676,10 @@ class PackedCollate:
             p = f.plan
             if key in host_fields:
                 if self.mode == "pack":
-                    write_plan(p, out[key, "data"], _trusted=True)
+                    try:
+                        write_plan(p, out[key, "data"], _trusted=True)
+                    except NotInts:
+                        raise _NotIntsIn(key) from None
                 else:
                     write_padded(p, out[key, "data"], batch_first=self.batch_first,
                                  padding_value=self.padding_value,

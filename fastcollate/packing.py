@@ -9,6 +9,7 @@ output tensor that the caller may allocate (pinned, shared memory) with
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar, cast
@@ -19,7 +20,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _core
 
-__all__ = ["pack", "pack_lengths", "Plan", "plan_batch", "write_plan", "wrap_packed", "check_out",
+__all__ = ["pack", "pack_lengths", "Plan", "NotInts", "plan_batch", "write_plan", "wrap_packed", "check_out",
            "new_output", "torch_functions_off"]
 
 # NumPy <-> torch dtypes that both sides can store (bfloat16 has no NumPy twin).
@@ -113,6 +114,9 @@ class Plan:
     flat : the samples concatenated, when the result must come from torch ops
         (inputs requiring grad, CUDA inputs); ``ptrs`` is then None.
     ready : the packed data itself, already written while planning (lists of ints).
+    deferred_ints : lists planned as int64 from their lengths alone, read straight into
+        the output by :func:`write_plan` (``plan_batch(defer_ints=True)``); if they hold
+        anything but ints there, it raises :class:`NotInts` and the caller re-plans.
     """
 
     lengths: np.ndarray
@@ -132,6 +136,7 @@ class Plan:
     flat: Optional[torch.Tensor] = None
     ready: Optional[torch.Tensor] = None
     storages: Optional[np.ndarray] = None
+    deferred_ints: bool = False
 
     def source_checks(self) -> dict:
         """Keyword arguments for the kernels that read ``ptrs``: the tensor storages
@@ -190,13 +195,22 @@ def _as_batch(sequences: Any) -> list:
     return list(sequences)
 
 
+class NotInts(Exception):
+    """A ``defer_ints`` plan's lists hold something other than ints: plan again
+    without ``defer_ints`` (which infers their dtype, or names the bad element)."""
+
+
 @torch_functions_off
 def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
-               dtype: Optional[torch.dtype] = None, sort: bool = True) -> Plan:
+               dtype: Optional[torch.dtype] = None, sort: bool = True,
+               defer_ints: bool = False) -> Plan:
     """Validate a ragged batch and describe how to pack it (see :func:`pack`).
 
     With ``sort=False`` (padding) no permutation is made and zero-length samples are
-    allowed.
+    allowed. With ``defer_ints``, flat lists packed as int64 (inferred or asked for)
+    are planned from their lengths only and read by :func:`write_plan` straight into
+    the output it is given (no temporary of the output's size); it raises
+    :class:`NotInts` if they hold anything else, and the caller plans again without.
     """
     seqs = _as_batch(sequences)
     order = "none" if not sort else ("sorted" if enforce_sorted else "sort")
@@ -210,7 +224,7 @@ def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     if type(first) is np.ndarray:
         plan = _plan_arrays(seqs, order, dtype)
     elif type(first) is list or type(first) is tuple:
-        plan = _plan_lists(seqs, order, dtype)
+        plan = _plan_lists(seqs, order, dtype, defer_ints)
     elif isinstance(first, torch.Tensor):
         plan = _plan_tensors(seqs, order, dtype)
     else:
@@ -241,10 +255,10 @@ def _plan_arrays(seqs: list, order: str, dtype) -> Optional[Plan]:
     return Plan(lengths, tuple(a0.shape[1:]), tdtype, bs, si, ui, ptrs=ptrs, keep=seqs)
 
 
-def _plan_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
+def _plan_lists(seqs: list, order: str, dtype, defer_ints: bool = False) -> Optional[Plan]:
     """All flat lists/tuples of Python numbers: read straight into the packed layout."""
     if order != "none" and dtype in (None, torch.int64):
-        plan = _plan_int_lists(seqs, order, dtype)
+        plan = _plan_int_lists(seqs, order, dtype, defer_ints)
         if plan is not None:
             return plan
     kind, lengths = _core.list_kind(seqs)
@@ -289,13 +303,18 @@ def _ranks(unsorted_indices: Optional[np.ndarray], B: int) -> np.ndarray:
     return unsorted_indices if unsorted_indices is not None else np.arange(B, dtype=np.int64)
 
 
-def _plan_int_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
+def _plan_int_lists(seqs: list, order: str, dtype, defer: bool = False) -> Optional[Plan]:
     """Token ids and the like: lists of Python ints, read in one pass while planning
-    (no separate pass to infer their kind). None when the batch holds anything else."""
+    (no separate pass to infer their kind). None when the batch holds anything else.
+    ``defer``: planned from the lengths alone, read later into the caller's output."""
     lengths = _core.list_lengths(seqs)
     if isinstance(lengths, tuple):
         return None
     bs, si, ui = _sorted(lengths, order)
+    if defer:
+        return Plan(lengths, (), torch.int64, bs, si, ui, lists=seqs, list_code="q",
+                    list_lo=-(2**63), list_hi=2**63 - 1, list_cast=dtype is not None,
+                    deferred_ints=True)
     total = _core.sum_lengths(lengths)
     ready = new_output((total,), torch.int64)
     status = _core.read_ints(seqs, lengths, _ranks(ui, len(seqs)), _core.offsets_of(bs),
@@ -305,43 +324,53 @@ def _plan_int_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
     return Plan(lengths, (), torch.int64, bs, si, ui, ready=ready)
 
 
-# Above this many bytes in the first sample, reading each tensor's address (a few
-# attribute reads, ~0.5 us) is cheaper than copying the batch twice (torch.cat, then
-# scatter). Measured on the DESIGN.md workloads: speech (25 KB/sample) and embed
-# (100 KB/sample) gain, tokens (300 B/sample) loses.
+# Above this many bytes per sample on average over the batch, reading each tensor's
+# address (a few attribute reads, ~0.5 us) is cheaper than copying the batch twice
+# (concatenation, then scatter), and the output is the only extra memory. Measured on
+# the benchmark workloads: speech (25 KB/sample) and embed (100 KB/sample) gain,
+# tokens (300 B/sample) loses.
 _DIRECT_TENSOR_BYTES = 4096
 
 
 def _plan_tensors(seqs: list, order: str, dtype) -> Optional[Plan]:
-    """All exact tensors (a subclass may override ``shape``: general path). Large
-    samples of one dtype: scatter straight from each tensor. Otherwise one torch.cat
-    (validates devices and rows, promotes dtypes, handles any strides) then one
-    scatter from the concatenation. Anything torch.cat refuses, and sparse, nested or
-    quantized tensors, go the general way, which names the bad sample."""
-    t0 = seqs[0]
+    """All exact tensors (a subclass may override ``shape``: general path). The path
+    is chosen from the whole batch, by its mean sample size (its lengths times the
+    first sample's row bytes; each path checks every sample):
+
+    - large samples of one dtype: scatter straight from each tensor;
+    - otherwise one torch.cat (validates devices and rows, promotes dtypes, handles
+      any strides), then one scatter from the concatenation.
+
+    Anything torch.cat refuses, and sparse, nested or quantized tensors, go the
+    general way, which names the bad sample. (Reading a tensor attribute costs
+    ~40-60 ns: one read per sample, ``shape``, serves both the choice and torch.cat's
+    lengths; torch's nested-tensor constructor, which concatenates and reports sizes
+    in one C++ call, needs a dtype read per sample to be safe and measured slower.)"""
     try:        # sparse, nested... tensors raise RuntimeError on these reads
+        lens = _core.tensor_lengths(seqs, torch.Tensor)
+        if lens is None:
+            return None
+        t0 = seqs[0]
+        d0 = t0.dtype
         found = None
-        if (type(t0) is torch.Tensor and t0.dtype in _SUPPORTED
-                and (dtype is None or dtype == t0.dtype)
-                and t0.nbytes >= _DIRECT_TENSOR_BYTES):
+        if d0 in _SUPPORTED and (dtype is None or dtype == d0):
             row = tuple(t0.shape[1:])
-            found = _core.tensor_sources(seqs, torch.Tensor, t0.dtype, row)
+            if (_core.sum_lengths(lens) * d0.itemsize * math.prod(row)
+                    >= _DIRECT_TENSOR_BYTES * len(seqs)):
+                found = _core.tensor_sources(seqs, torch.Tensor, d0, row)
     except RuntimeError:
         return None
     if found is not None:
         ptrs, lengths, storages, snapshot = found
         bs, si, ui = _sorted(lengths, order)
-        return Plan(lengths, row, t0.dtype, bs, si, ui, ptrs=ptrs, keep=storages,
+        return Plan(lengths, row, d0, bs, si, ui, ptrs=ptrs, keep=storages,
                     storages=snapshot)
     try:
-        lens = _core.tensor_lengths(seqs, torch.Tensor)
-        if lens is None:
-            return None
         flat = torch.cat(seqs)
     except (RuntimeError, TypeError, ValueError):
         return None
     if (flat.layout is not torch.strided or flat.dtype not in _SUPPORTED
-            or flat.shape[0] != int(lens.sum())):   # torch.cat skips legacy 1-D empties
+            or flat.shape[0] != _core.sum_lengths(lens)):  # torch.cat skips 1-D empties
         return None
     return _plan_from_flat(flat, lens, tuple(flat.shape[1:]), order, dtype)
 
@@ -551,6 +580,16 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
         return out
     if plan.ready is not None:
         dst.copy_(plan.ready.view(dst.shape))
+        return out
+    if plan.lists is not None and plan.deferred_ints:
+        check_list_code(plan.list_code, dst)
+        status = _core.read_ints(plan.lists, plan.lengths,
+                                 _ranks(plan.unsorted_indices, len(plan.lengths)),
+                                 _core.offsets_of(plan.batch_sizes), dst.data_ptr(),
+                                 plan.total)
+        if status < 0 or (status == 1 and not plan.list_cast):    # floats...; all bools
+            raise NotInts("the lists hold other numbers than ints: plan them again "
+                          "without defer_ints")
         return out
     if plan.lists is not None:
         target = dst if plan.list_via is None else torch.empty(plan.shape, dtype=plan.list_via)

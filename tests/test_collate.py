@@ -261,3 +261,22 @@ def test_to_device_keeps_structure_and_batch_sizes_on_cpu():
     assert isinstance(moved["p"], Pair) and moved["p"].label == "keep"
     assert moved["x"].batch_sizes is batch["x"].batch_sizes
     assert isinstance(moved["y"], tuple) and isinstance(moved["y"][1], list)
+
+
+@pytest.mark.parametrize("values", [[[1.5, 2], [3]], [[True, False], [True]],
+                                    [[1, 2.5], [3]], [[1, 2], [3]], [[2**63], [1]]])
+def test_collate_of_lists_that_are_not_all_ints_matches_pack(values):
+    """Int-looking lists are read straight into the batch block; when they hold other
+    numbers the field is planned again and gives what pack gives (or its error)."""
+    collate = PackedCollate()
+    try:
+        expected = fastcollate.pack(values)
+    except OverflowError:
+        with pytest.raises(OverflowError):
+            collate([{"x": v, "ids": [1, 2]} for v in values])
+        return
+    got = collate([{"x": v, "ids": [1, 2]} for v in values])
+    assert got["x"].data.dtype == expected.data.dtype
+    assert torch.equal(got["x"].data, expected.data)
+    assert torch.equal(got["x"].batch_sizes, expected.batch_sizes)
+    assert got["ids"].data.tolist() == [1, 1, 2, 2]

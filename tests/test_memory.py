@@ -43,5 +43,33 @@ def test_pack_allocates_no_padded_buffer(kind):
     assert peak_growth_mb(kind, "fastcollate") < 64
 
 
+COLLATE_SCRIPT = r"""
+import json, resource, sys
+import fastcollate
+kind = sys.argv[1]
+n, B = 4_000_000, 40                      # a 32 MB int64 output
+batch = [list(range(i, i + n // B)) for i in range(B)]
+if kind == "dict":
+    batch = [{"ids": s} for s in batch]
+collate = fastcollate.PackedCollate()
+collate([[1, 2], [3]])                   # warm up lazy imports
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = collate(batch)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+data = (out["ids"] if kind == "dict" else out).data
+assert data.shape[0] == n
+print(json.dumps({"growth_mb": (after - before) / 1024, "output_mb": data.nbytes / 2**20}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["bare", "dict"])
+def test_packed_collate_reads_int_lists_straight_into_the_batch(kind):
+    """No temporary the size of the output: the lists are read into the batch block."""
+    out = subprocess.run([sys.executable, "-c", COLLATE_SCRIPT, kind], check=True,
+                         capture_output=True, text=True, timeout=300)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["growth_mb"] < 1.1 * r["output_mb"] + 4, r
+
+
 def test_the_measurement_sees_torchs_padded_buffer():
     assert peak_growth_mb("numpy", "torch") > 500
