@@ -13,6 +13,8 @@ import fastcollate
 from workloads import FLAT, WORKLOADS
 
 ALL = list(WORKLOADS)
+# Python lists of the 33 MB "big" batch take seconds to build per sample: left out
+LISTS = [name for name in FLAT if name != "big"]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -60,7 +62,7 @@ def test_tensor_floor_cat(benchmark, name):
     benchmark(torch.cat, batch)
 
 
-@pytest.mark.parametrize("name", FLAT)
+@pytest.mark.parametrize("name", LISTS)
 def test_list_fastcollate(benchmark, name):
     batch = WORKLOADS[name].lists()
     benchmark.group = f"pack-{name}-list"
@@ -68,14 +70,14 @@ def test_list_fastcollate(benchmark, name):
     assert p.data.shape[0] == sum(len(a) for a in batch)
 
 
-@pytest.mark.parametrize("name", FLAT)
+@pytest.mark.parametrize("name", LISTS)
 def test_list_torch_tensor_pack_sequence(benchmark, name):
     batch = WORKLOADS[name].lists()
     benchmark.group = f"pack-{name}-list"
     benchmark(lambda: pack_sequence([torch.tensor(s) for s in batch], enforce_sorted=False))
 
 
-@pytest.mark.parametrize("name", FLAT)
+@pytest.mark.parametrize("name", LISTS)
 def test_list_floor_np_array_chain(benchmark, name):
     batch = WORKLOADS[name].lists()
     benchmark.group = f"pack-{name}-list"

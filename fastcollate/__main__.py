@@ -8,6 +8,9 @@ compares the collate with the usual pad-then-pack one.
 median time of ``fastcollate.pack``, ``torch.nn.utils.rnn.pack_sequence`` (after
 ``torch.tensor`` per sample for lists) and the copy floor (``np.concatenate`` /
 ``torch.cat``), with torch single-threaded as in DataLoader workers.
+``python -m fastcollate bench --grid`` prints the scaling grid instead (batch size x
+mean length x row size x input kind, ratios to the copy floor and to a memcpy, and a
+fitted fixed / per-sample / per-byte cost line).
 """
 from __future__ import annotations
 
@@ -80,12 +83,24 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="demo batch size")
     parser.add_argument("--budget", type=float, default=0.25,
                         help="bench: seconds of timing per measurement (default 0.25)")
+    parser.add_argument("--grid", action="store_true",
+                        help="bench: the scaling grid (B x length x row x input kind)")
+    parser.add_argument("--max-mb", type=float, default=128.0,
+                        help="bench --grid: skip cells whose output exceeds this (MB)")
     args = parser.parse_args(argv)
     if args.what == "demo":
         from ._demo import run
         run(steps=args.steps, batch_size=args.batch_size)
         return
     torch.set_num_threads(1)
+    if args.grid:
+        from ._grid import grid
+        print("pack() scaling grid: min time per batch, torch single-threaded; /floor = "
+              "pack / (np.concatenate or torch.cat), /memcpy = pack / memcpy of the same "
+              "bytes, torch x = pack_sequence / pack")
+        for row in grid(min(args.budget, 0.1), args.max_mb):
+            print(row)
+        return
     print("pack(): median time per batch, torch single-threaded "
           "(speedup = torch / fastcollate, vs floor = fastcollate / copy floor)")
     for row in pack_table(args.budget):
