@@ -74,6 +74,23 @@ class TokenDataset(Dataset):
         return self.items[i]
 
 
+class SpeechDataset(Dataset):
+    """The speech workload's shapes: 8 batches of 32 (frames x 80 float32, label),
+    about 8.5 MB per batch: where a worker's fresh shared-memory block per batch
+    (page faults) costs as much as the collate itself."""
+
+    def __init__(self, n=256):
+        rng = np.random.default_rng(0)
+        self.items = [(rng.standard_normal((int(k), 80)).astype(np.float32), i % 10)
+                      for i, k in enumerate(rng.integers(100, 1500, size=n))]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
 COLLATES = {"fastcollate": PackedCollate(),
             "fastcollate_separate_tensors": PackedCollate(one_block=False),
             "torch_pad_pack": torch_collate, "floor_nothing": nothing_collate,
@@ -81,10 +98,14 @@ COLLATES = {"fastcollate": PackedCollate(),
 _LOADERS = {}
 
 
-def loader(collate, workers):
-    key = (collate, workers)
+DATASETS = {"tokens": (TokenDataset, 256), "speech": (SpeechDataset, 32)}
+
+
+def loader(collate, workers, data="tokens"):
+    key = (collate, workers, data)
     if key not in _LOADERS:
-        _LOADERS[key] = DataLoader(TokenDataset(), batch_size=256, collate_fn=COLLATES[collate],
+        dataset, batch = DATASETS[data]
+        _LOADERS[key] = DataLoader(dataset(), batch_size=batch, collate_fn=COLLATES[collate],
                                    num_workers=workers, persistent_workers=workers > 0,
                                    prefetch_factor=4 if workers else None)
     return _LOADERS[key]
@@ -107,3 +128,15 @@ def test_loader(benchmark, collate, workers):
     benchmark.name = f"test_loader_{collate}"
     n = benchmark.pedantic(epoch, args=(dl,), rounds=5, iterations=1)
     assert n == 16
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("collate", ["fastcollate", "torch_pad_pack", "floor_concat"])
+def test_loader_speech(benchmark, collate, workers):
+    """One epoch of 8 speech-like batches (8.5 MB each); batches/s = 8 / time."""
+    dl = loader(collate, workers, "speech")
+    epoch(dl)                                              # start the workers
+    benchmark.group = f"dataloader-speech-workers{workers}"
+    benchmark.name = f"test_loader_speech_{collate}"
+    n = benchmark.pedantic(epoch, args=(dl,), rounds=5, iterations=1)
+    assert n == 8
