@@ -706,6 +706,11 @@ def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     >>> p.data.tolist(), p.batch_sizes.tolist(), p.sorted_indices.tolist()
     ([3, 1, 6, 4, 2, 5], [3, 2, 1], [1, 0, 2])
     """
+    if (type(sequences) is list and sequences and type(sequences[0]) is np.ndarray
+            and not enforce_sorted and dtype is None and not pin_memory):
+        packed = _pack_arrays(sequences)
+        if packed is not None:
+            return packed
     plan = plan_batch(sequences, enforce_sorted=enforce_sorted, dtype=dtype)
     if plan.flat is not None:
         data = packed_by_torch(plan)
@@ -717,6 +722,24 @@ def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
         data = write_plan(plan, new_output(plan.shape, plan.dtype, pin_memory),
                           _trusted=True)
     return wrap_packed(data, plan)
+
+
+def _pack_arrays(sequences: list) -> Optional[PackedSequence]:
+    """:func:`pack` of a list of plain ndarrays of one dtype and row, the common case,
+    in fewer steps: the kernels of ``plan_batch`` + ``write_plan`` + ``wrap_packed``
+    without the Plan (about 6 us less per call). None for anything else."""
+    seqs = list(sequences)      # private copy: holds every array until the copy is done
+    ptrs, lengths, odd = _core.array_sources(seqs)
+    a0 = seqs[0]
+    tdtype = _NP_TO_TORCH.get(a0.dtype)
+    if odd or tdtype is None:
+        return None
+    bs, si, ui = _core.sort_lengths(lengths)
+    row = a0.shape[1:]
+    data = new_output((_core.sum_lengths(lengths),) + row, tdtype)
+    _core.scatter(ptrs, lengths, si, bs, a0.itemsize * math.prod(row), data.data_ptr())
+    return PackedSequence._make((data, torch.from_numpy(bs), torch.from_numpy(si),
+                                 torch.from_numpy(ui)))
 
 
 @torch_functions_off
