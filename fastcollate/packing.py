@@ -175,7 +175,7 @@ class Plan:
         return self.total * self.row_bytes
 
 
-def _as_batch(sequences: Any) -> list:
+def _as_batch(sequences: Any, verb: str = "pack") -> list:
     if isinstance(sequences, (torch.Tensor, np.ndarray)):
         raise TypeError(
             "expected a list or tuple of samples, got a single "
@@ -184,7 +184,7 @@ def _as_batch(sequences: Any) -> list:
         raise TypeError(
             f"expected a list or tuple of samples, got {type(sequences).__name__}")
     if len(sequences) == 0:
-        raise ValueError("cannot pack an empty batch: expected at least one sample")
+        raise ValueError(f"cannot {verb} an empty batch: expected at least one sample")
     # A private copy of the batch: it holds a strong reference to every sample for the
     # whole call, whatever another thread does to the caller's list (safety contract).
     return list(sequences)
@@ -198,7 +198,7 @@ def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     With ``sort=False`` (padding) no permutation is made and zero-length samples are
     allowed.
     """
-    seqs = _as_batch(sequences)
+    seqs = _as_batch(sequences, "pack" if sort else "pad")
     order = "none" if not sort else ("sorted" if enforce_sorted else "sort")
     if dtype is not None and dtype not in _SUPPORTED:
         if not isinstance(dtype, torch.dtype):
@@ -307,7 +307,7 @@ def _plan_int_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
 
 # Above this many bytes in the first sample, reading each tensor's address (a few
 # attribute reads, ~0.5 us) is cheaper than copying the batch twice (torch.cat, then
-# scatter). Measured on the DESIGN.md workloads: speech (25 KB/sample) and embed
+# scatter). Measured on the benchmark workloads (docs/benchmarks.md): speech (25 KB/sample) and embed
 # (100 KB/sample) gain, tokens (300 B/sample) loses.
 _DIRECT_TENSOR_BYTES = 4096
 
