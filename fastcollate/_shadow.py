@@ -40,12 +40,13 @@ def missing_extension_message(init_file: str, error: BaseException) -> str:
     package_dir = os.path.dirname(os.path.abspath(init_file))
     installed = shadowed_install(package_dir)
     if installed is not None:
+        where = ("the current directory comes first on sys.path"
+                 if os.path.dirname(package_dir) == os.getcwd() else "it comes first on sys.path")
         return (
             f"fastcollate is being imported from {package_dir}, a source checkout without "
             f"the compiled extension, which shadows the installed fastcollate in "
-            f"{installed} (the current directory comes first on sys.path). Run Python "
-            "from another directory, or install the checkout in place with "
-            f"`pip install -e .`. Original error: {error}")
+            f"{installed} ({where}). Run Python from another directory, or install the "
+            f"checkout in place with `pip install -e .`. Original error: {error}")
     return (
         "fastcollate's compiled extension (fastcollate._core) is missing or broken in "
         f"{package_dir}: install the package with `pip install .` (then import it from "

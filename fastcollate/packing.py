@@ -9,6 +9,7 @@ output tensor that the caller may allocate (pinned, shared memory) with
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar, cast
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _core
+from . import _cast, _core
 
 __all__ = ["pack", "pack_lengths", "Plan", "plan_batch", "write_plan", "wrap_packed", "check_out",
            "torch_functions_off"]
@@ -56,6 +57,20 @@ _INT_CODES = {
 }
 _REAL_CODES = {torch.float64: "d", torch.float32: "f"}
 _COMPLEX_CODES = {torch.complex128: "D", torch.complex64: "F"}
+
+# Element codes of the widening kernels (fastcollate._cast): samples of one of these
+# dtypes are converted to a wider one inside the copy when dtype= asks for it.
+_CAST_CODES = {torch.uint8: "B", torch.int8: "b", torch.int16: "h", torch.int32: "i",
+               torch.int64: "q", torch.float32: "f", torch.float64: "d"}
+for _name, _code in (("uint16", "H"), ("uint32", "I")):
+    if hasattr(torch, _name):
+        _CAST_CODES[getattr(torch, _name)] = _code
+
+
+def _cast_pair(src: torch.dtype, dst: Optional[torch.dtype]) -> Optional[Tuple[str, str]]:
+    """The kernel codes converting ``src`` into ``dst`` exactly, or None."""
+    pair = (_CAST_CODES.get(src), _CAST_CODES.get(dst)) if dst is not None else None
+    return pair if pair in _cast.LOSSLESS else None      # type: ignore[return-value]
 
 _ACCEPTED = "a torch.Tensor, a numpy.ndarray, or a list/tuple of numbers"
 
@@ -113,6 +128,8 @@ class Plan:
     flat : the samples concatenated, when the result must come from torch ops
         (inputs requiring grad, CUDA inputs); ``ptrs`` is then None.
     ready : the packed data itself, already written while planning (lists of ints).
+    cast_from : the dtype of the rows at ``ptrs`` when it is not ``dtype``: they are
+        converted inside the copy (:mod:`fastcollate._cast`; exact conversions only).
     """
 
     lengths: np.ndarray
@@ -132,6 +149,7 @@ class Plan:
     flat: Optional[torch.Tensor] = None
     ready: Optional[torch.Tensor] = None
     storages: Optional[np.ndarray] = None
+    cast_from: Optional[torch.dtype] = None
 
     def source_checks(self) -> dict:
         """Keyword arguments for the kernels that read ``ptrs``: the tensor storages
@@ -235,10 +253,14 @@ def _plan_arrays(seqs: list, order: str, dtype) -> Optional[Plan]:
         return None
     a0 = seqs[0]
     tdtype = _NP_TO_TORCH.get(a0.dtype)     # native byte order: array_sources checked
-    if tdtype is None or (dtype is not None and dtype != tdtype):
+    if tdtype is None:
+        return None
+    cast = dtype is not None and dtype != tdtype
+    if cast and _cast_pair(tdtype, dtype) is None:
         return None
     bs, si, ui = _sorted(lengths, order)
-    return Plan(lengths, tuple(a0.shape[1:]), tdtype, bs, si, ui, ptrs=ptrs, keep=seqs)
+    return Plan(lengths, tuple(a0.shape[1:]), dtype if cast else tdtype, bs, si, ui,
+                ptrs=ptrs, keep=seqs, cast_from=tdtype if cast else None)
 
 
 def _plan_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
@@ -322,7 +344,7 @@ def _plan_tensors(seqs: list, order: str, dtype) -> Optional[Plan]:
     try:        # sparse, nested... tensors raise RuntimeError on these reads
         found = None
         if (type(t0) is torch.Tensor and t0.dtype in _SUPPORTED
-                and (dtype is None or dtype == t0.dtype)
+                and (dtype is None or dtype == t0.dtype or _cast_pair(t0.dtype, dtype))
                 and t0.nbytes >= _DIRECT_TENSOR_BYTES):
             row = tuple(t0.shape[1:])
             found = _core.tensor_sources(seqs, torch.Tensor, t0.dtype, row)
@@ -331,8 +353,9 @@ def _plan_tensors(seqs: list, order: str, dtype) -> Optional[Plan]:
     if found is not None:
         ptrs, lengths, storages, snapshot = found
         bs, si, ui = _sorted(lengths, order)
-        return Plan(lengths, row, t0.dtype, bs, si, ui, ptrs=ptrs, keep=storages,
-                    storages=snapshot)
+        cast = dtype is not None and dtype != t0.dtype
+        return Plan(lengths, row, dtype if cast else t0.dtype, bs, si, ui, ptrs=ptrs,
+                    keep=storages, storages=snapshot, cast_from=t0.dtype if cast else None)
     try:
         lens = _core.tensor_lengths(seqs, torch.Tensor)
         if lens is None:
@@ -355,11 +378,17 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
 
 def _plan_from_flat(flat: torch.Tensor, lengths: np.ndarray, row, order: str, dtype):
     bs, si, ui = _sorted(lengths, order)
+    cast_from = None
     if dtype is not None and flat.dtype != dtype:
-        flat = flat.to(dtype)
+        if (flat.device.type == "cpu" and not flat.requires_grad
+                and _cast_pair(flat.dtype, dtype) is not None):
+            cast_from = flat.dtype      # converted inside the copy: no .to() copy
+        else:
+            flat = flat.to(dtype)
     # conjugate / negative views: materialize their values (no-ops otherwise)
     flat = flat.resolve_conj().resolve_neg()
-    plan = Plan(lengths, row, flat.dtype, bs, si, ui)
+    plan = Plan(lengths, row, dtype if cast_from is not None else flat.dtype, bs, si, ui,
+                cast_from=cast_from)
     if flat.requires_grad or flat.device.type != "cpu":
         plan.flat = flat      # differentiable / on-device: the caller uses torch ops
         return plan
@@ -367,11 +396,12 @@ def _plan_from_flat(flat: torch.Tensor, lengths: np.ndarray, row, order: str, dt
     # the kernel reads total * row_bytes bytes from flat's address: check them against
     # the storage that really backs it, not against Python-level shapes
     have = flat.untyped_storage().nbytes() - flat.storage_offset() * flat.element_size()
-    if tuple(flat.shape) != plan.shape or have < plan.nbytes:
+    src_row_bytes = math.prod(plan.row) * flat.element_size()
+    if tuple(flat.shape) != plan.shape or have < plan.total * src_row_bytes:
         raise ValueError(
-            f"the samples' lengths ({plan.total} rows of {plan.row_bytes} bytes) do not "
+            f"the samples' lengths ({plan.total} rows of {src_row_bytes} bytes) do not "
             f"match their data ({tuple(flat.shape)}, {have} bytes)")
-    plan.ptrs = _core.chunk_pointers(flat.data_ptr(), lengths, plan.row_bytes)
+    plan.ptrs = _core.chunk_pointers(flat.data_ptr(), lengths, src_row_bytes)
     plan.keep = [flat]
     return plan
 
@@ -562,9 +592,25 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
         if plan.list_via is not None:
             dst.copy_(target)
         return out
+    if plan.cast_from is not None:
+        cast_into(plan, dst, _ranks(plan.unsorted_indices, len(plan.lengths)),
+                  _core.offsets_of(plan.batch_sizes), plan.total)
+        return out
     _core.scatter(plan.require_ptrs(), plan.lengths, plan.sorted_indices, plan.batch_sizes,
                   plan.row_bytes, dst.data_ptr(), **plan.source_checks())
     return out
+
+
+def cast_into(plan: Plan, dst: torch.Tensor, starts: np.ndarray, offsets: np.ndarray,
+              n_rows: int) -> None:
+    """Write a plan whose sources are of dtype ``plan.cast_from`` into ``dst`` (checked:
+    ``plan.dtype``, ``n_rows`` rows), converting every element: row ``t`` of sample
+    ``i`` lands at row ``starts[i] + offsets[t]`` (see :func:`fastcollate._cast.cast_scatter`)."""
+    pair = _cast_pair(cast(torch.dtype, plan.cast_from), plan.dtype)
+    if pair is None or dst.dtype != plan.dtype or dst.numel() != n_rows * math.prod(plan.row):
+        raise ValueError(f"cannot convert {plan.cast_from} into {dst.dtype} rows")
+    _cast.cast_scatter(plan.require_ptrs(), plan.lengths, starts, offsets, math.prod(plan.row),
+                       pair[0], pair[1], dst.data_ptr(), n_rows, **plan.source_checks())
 
 
 _CODE_BYTES = {"q": 8, "i": 4, "h": 2, "c": 1, "b": 1, "d": 8, "f": 4, "D": 16, "F": 8}
