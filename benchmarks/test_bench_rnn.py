@@ -51,9 +51,24 @@ def test_pad_sequence(benchmark, name, impl):
 
 
 @pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("group", ["pack_sequence", "pack_sequence_sorted", "pad_sequence"])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("impl", ["fastcollate", "torch"])
+def test_pack_padded_sequence(benchmark, name, batch_first, impl):
+    batch = WORKLOADS[name].tensors()
+    padded = torch_rnn.pad_sequence(batch, batch_first=batch_first)
+    lengths = [len(t) for t in batch]
+    benchmark.group = f"rnn-pack_padded_sequence-{name}-{'bf' if batch_first else 'tm'}"
+    benchmark.name = f"test_{impl}_pack_padded_sequence"
+    fn = rnn.pack_padded_sequence if impl == "fastcollate" else torch_rnn.pack_padded_sequence
+    p = benchmark(fn, padded, lengths, batch_first, enforce_sorted=False)
+    assert p.data.shape[0] == sum(lengths)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("group", ["pack_sequence", "pack_sequence_sorted", "pad_sequence",
+                                   "pack_padded_sequence-{}-bf", "pack_padded_sequence-{}-tm"])
 def test_floor_cat(benchmark, name, group):
     batch = WORKLOADS[name].tensors()
-    benchmark.group = f"rnn-{group}-{name}"
+    benchmark.group = f"rnn-{group.format(name)}" if "{}" in group else f"rnn-{group}-{name}"
     benchmark.name = "test_floor_cat"
     benchmark(torch.cat, batch)

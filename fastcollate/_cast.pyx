@@ -23,7 +23,6 @@ SOURCE_CODES = {"B": 0, "b": 1, "h": 2, "H": 3, "i": 4, "I": 5, "f": 6}
 TARGET_CODES = {"h": 0, "i": 1, "q": 2, "f": 3, "d": 4}
 # (source, target) pairs converted exactly
 LOSSLESS = frozenset([("B", "h"), ("b", "h"), ("B", "i"), ("b", "i"), ("h", "i"), ("H", "i"), ("B", "q"), ("b", "q"), ("h", "q"), ("H", "q"), ("i", "q"), ("I", "q"), ("B", "f"), ("b", "f"), ("h", "f"), ("H", "f"), ("B", "d"), ("b", "d"), ("h", "d"), ("H", "d"), ("i", "d"), ("I", "d"), ("f", "d")])
-ITEMSIZE = {"B": 1, "b": 1, "h": 2, "H": 2, "i": 4, "I": 4, "f": 4, "q": 8, "d": 8}
 
 ctypedef fused src_t:
     uint8_t

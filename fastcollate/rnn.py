@@ -18,10 +18,14 @@ then raises torch's error). Unsorted sequences with ``enforce_sorted=True`` rais
 :class:`fastcollate.UnsortedError`, which is a ``RuntimeError`` like torch's error (and
 a ``ValueError``, like every fastcollate input error), with a message holding torch's.
 
-The other names (``PackedSequence``, ``pack_padded_sequence``, ``pad_packed_sequence``,
-``unpad_sequence``, ``unpack_sequence``, ``invert_permutation``) are torch's own: they
-start from a padded tensor or a ``PackedSequence``, where torch's ATen kernels already
-copy once.
+:func:`pack_padded_sequence` gathers the packed rows from the padded tensor in one
+``index_select`` (torch sorts, gathers the whole padded batch, then packs it): any
+device, differentiable, torch's results; inputs torch would refuse or mis-read
+(lengths longer than the padded time dimension, unsorted lengths with
+``enforce_sorted=True``, ...) are handed to torch's own function.
+
+The other names (``PackedSequence``, ``pad_packed_sequence``, ``unpad_sequence``,
+``unpack_sequence``, ``invert_permutation``) are torch's own.
 
 Examples
 --------
@@ -42,10 +46,10 @@ from typing import Any, List, Optional, Union
 import numpy as np
 import torch
 from torch.nn.utils import rnn as _torch_rnn
-from torch.nn.utils.rnn import (PackedSequence, invert_permutation, pack_padded_sequence,
-                                pad_packed_sequence, unpack_sequence, unpad_sequence)
+from torch.nn.utils.rnn import (PackedSequence, invert_permutation, pad_packed_sequence,
+                                unpack_sequence, unpad_sequence)
 
-from . import packing
+from . import _core, packing
 from ._core import UnsortedError
 from .padding import padded_length, padded_shape, write_padded
 
@@ -204,11 +208,97 @@ def pad_sequence(sequences: Union[torch.Tensor, List[torch.Tensor]], batch_first
     ...              padding_side="left").tolist()
     [[1, 2, 3], [0, 0, 4]]
     """
-    if (type(sequences) is not list and type(sequences) is not tuple
-            and type(sequences) is not torch.Tensor and isinstance(sequences, Iterable)):
-        sequences = tuple(sequences)     # as torch does: read a generator only once
-    out = _pad_fast(sequences, batch_first, padding_value, padding_side)
+    seqs: Any = sequences
+    if (type(seqs) is not list and type(seqs) is not tuple
+            and type(seqs) is not torch.Tensor and isinstance(seqs, Iterable)):
+        seqs = tuple(seqs)     # as torch does: read a generator only once
+    out = _pad_fast(seqs, batch_first, padding_value, padding_side)
     if out is None:
-        return _torch_rnn.pad_sequence(sequences, batch_first, padding_value, padding_side)
+        return _torch_rnn.pad_sequence(seqs, batch_first, padding_value, padding_side)
     return out
 
+
+
+def _pack_padded_fast(input: Any, lengths: Any, batch_first: Any, enforce_sorted: Any
+                      ) -> Optional[PackedSequence]:
+    if type(input) is not torch.Tensor or type(batch_first) is not bool or _torch_decides():
+        return None
+    if input.dim() < 2 or input.layout is not torch.strided or input.is_nested:
+        return None
+    try:        # torch's own conversion of the lengths
+        if isinstance(lengths, torch.Tensor):
+            lens_t = lengths.to(dtype=torch.int64)
+        else:
+            lens_t = torch.as_tensor(lengths, dtype=torch.int64, device="cpu")
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        return None
+    B, T = (input.shape[0], input.shape[1]) if batch_first else (input.shape[1], input.shape[0])
+    if (type(lens_t) is not torch.Tensor or lens_t.device.type != "cpu" or lens_t.dim() != 1
+            or lens_t.shape[0] != B or B == 0):
+        return None
+    order = None
+    if enforce_sorted:
+        lens = lens_t.numpy()
+    else:
+        lens_t, order_t = torch.sort(lens_t, descending=True)      # torch's permutation
+        lens, order = lens_t.numpy(), order_t.numpy()
+    if lens[-1] < 1 or lens[0] > T:     # torch raises, or reads past the padded steps
+        return None
+    try:
+        batch_sizes = _core.sort_lengths(lens, True)[0]            # checks the order too
+    except ValueError:
+        return None
+    offsets = _core.offsets_of(batch_sizes)
+    total = int(offsets[-1])
+    steps = np.repeat(np.arange(len(batch_sizes), dtype=np.int64), batch_sizes)
+    ranks = np.arange(total, dtype=np.int64) - np.repeat(offsets[:-1], batch_sizes)
+    samples = ranks if order is None else order[ranks]
+    device = input.device
+    if input.is_contiguous():           # one gather from the (B*T or T*B, *row) view
+        pos = samples * T + steps if batch_first else steps * B + samples
+        flat = input.reshape((B * T,) + tuple(input.shape[2:]))
+        data = flat.index_select(0, torch.from_numpy(pos).to(device))
+    else:
+        b_idx, t_idx = torch.from_numpy(samples).to(device), torch.from_numpy(steps).to(device)
+        data = input[b_idx, t_idx] if batch_first else input[t_idx, b_idx]
+    si = None if order is None else torch.from_numpy(order).to(device)
+    return PackedSequence._make((data, torch.from_numpy(batch_sizes), si,
+                                 invert_permutation(si)))
+
+
+def pack_padded_sequence(input: torch.Tensor, lengths: Union[torch.Tensor, List[int]],
+                         batch_first: bool = False, enforce_sorted: bool = True
+                         ) -> PackedSequence:
+    """Pack a padded batch, like ``torch.nn.utils.rnn.pack_padded_sequence``.
+
+    One gather of the packed rows (``index_select`` with positions computed from the
+    lengths), where torch sorts, gathers the whole padded batch and then packs it.
+
+    Parameters
+    ----------
+    input : Tensor
+        ``(T, B, *)``, or ``(B, T, *)`` with ``batch_first``; any device.
+    lengths : Tensor or list of int
+        Each sample's length (a CPU tensor if a tensor), ``1 <= lengths[i] <= T``.
+    batch_first : bool, default False
+    enforce_sorted : bool, default True
+        Lengths must be non-increasing; else sorted here with torch's permutation.
+
+    Returns
+    -------
+    PackedSequence
+        Equal to torch's, field by field (differentiable with respect to ``input``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastcollate.rnn import pack_padded_sequence
+    >>> seq = torch.tensor([[1, 2, 0], [3, 0, 0], [4, 5, 6]])
+    >>> p = pack_padded_sequence(seq, [2, 1, 3], batch_first=True, enforce_sorted=False)
+    >>> p.data.tolist(), p.batch_sizes.tolist(), p.sorted_indices.tolist()
+    ([4, 1, 3, 5, 2, 6], [3, 2, 1], [2, 0, 1])
+    """
+    packed = _pack_padded_fast(input, lengths, batch_first, enforce_sorted)
+    if packed is None:
+        return _torch_rnn.pack_padded_sequence(input, lengths, batch_first, enforce_sorted)
+    return packed

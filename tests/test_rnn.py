@@ -396,3 +396,92 @@ def test_plain_tensor_batches_take_the_fast_path(monkeypatch):
     rnn.pad_sequence(torch.ones(3, 4))
     with pytest.raises(fastcollate.UnsortedError):
         rnn.pack_sequence(small)
+
+
+# ---------------------------------------------------------------------------------------
+# pack_padded_sequence: torch's cases, then equality with torch
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sorted_lengths", [[10, 8, 4, 2, 2, 2, 1], [11], [3, 3, 3, 1], [3]])
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_pack_padded_sequence_cases(sorted_lengths, shuffle, batch_first):
+    random.seed(len(sorted_lengths))
+    T = sorted_lengths[0]
+    # sample i (from 1) holds i * 100 + 1.., in rows of 5, padded with zeros to T
+    padded = torch.stack([
+        _reference_pad(i * 100 + torch.arange(1.0, 5 * n + 1).view(n, 5), T)
+        for i, n in enumerate(sorted_lengths, 1)], 1)                    # (T, B, 5)
+    batch_sizes = [sum(n > t for n in sorted_lengths) for t in range(T)]
+    expected = torch.stack([torch.arange(1.0, 6) + (i + 1) * 100 + 5 * t
+                            for t, bs in enumerate(batch_sizes) for i in range(bs)])
+    lengths, inputs = sorted_lengths, padded
+    if shuffle:
+        perm = list(range(len(sorted_lengths)))
+        random.shuffle(perm)
+        inputs, lengths = padded[:, perm], [sorted_lengths[i] for i in perm]
+    if batch_first:
+        inputs = inputs.transpose(0, 1)
+    for lens in (lengths, torch.tensor(lengths)):
+        packed = rnn.pack_padded_sequence(inputs, lens, batch_first, enforce_sorted=not shuffle)
+        assert packed.batch_sizes.tolist() == batch_sizes
+        unpacked, unpacked_lengths = rnn.pad_packed_sequence(packed, batch_first)
+        assert torch.equal(unpacked, inputs) and unpacked_lengths.tolist() == lengths
+        if not shuffle:
+            assert torch.equal(packed.data, expected) and packed.sorted_indices is None
+        assert_same_packed(packed, torch_rnn.pack_padded_sequence(
+            inputs, lens, batch_first, enforce_sorted=not shuffle))
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(1, 6), min_size=1, max_size=40),
+       row=st.sampled_from([(), (3,), (2, 2)]), dtype=st.sampled_from(DTYPES),
+       batch_first=st.booleans(), extra=st.integers(0, 2), as_tensor=st.booleans(),
+       strided=st.booleans(), seed=st.integers(0, 2**16))
+def test_pack_padded_sequence_equals_torch(lengths, row, dtype, batch_first, extra,
+                                           as_tensor, strided, seed):
+    g = torch.Generator().manual_seed(seed)
+    T, B = max(lengths) + extra, len(lengths)
+    shape = (B, T) + row if batch_first else (T, B) + row
+    padded = torch.randint(0, 100, shape, generator=g).to(dtype)
+    if strided:                 # a view with gaps: read through its strides
+        padded = torch.stack([padded, padded], -1)[..., 1]
+        assert not padded.is_contiguous() or padded.numel() <= 1
+    lens = torch.tensor(lengths) if as_tensor else lengths
+    assert_same("pack_padded_sequence", padded, lens, batch_first, enforce_sorted=False)
+    assert_same("pack_padded_sequence", padded, sorted(lengths, reverse=True), batch_first)
+    assert_same("pack_padded_sequence", padded, lens, batch_first)   # may be unsorted
+
+
+@pytest.mark.parametrize("lengths", [[3, 5], [0, 1], [2], [2, 2, 1], [[2, 1]], ["a", "b"],
+                                     [2.7, 1.2]])
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+def test_pack_padded_sequence_bad_lengths_behave_like_torch(lengths, enforce_sorted):
+    padded = torch.arange(8.0).view(4, 2)                # T = 4, B = 2
+    if lengths == [3, 5]:       # longer than T: torch reads past the steps; we hand it over
+        assert rnn._pack_padded_fast(padded, lengths, False, enforce_sorted) is None
+        return
+    assert_same("pack_padded_sequence", padded, lengths, enforce_sorted=enforce_sorted)
+    assert_same("pack_padded_sequence", padded, torch.tensor([2, 1]).double(),
+                enforce_sorted=enforce_sorted)
+
+
+def test_pack_padded_sequence_gradient_equals_torch():
+    x = torch.randn(4, 3, 2, requires_grad=True)
+    y = x.detach().clone().requires_grad_()
+    w = torch.randn(8, 2)
+    rnn.pack_padded_sequence(x, [2, 4, 2], enforce_sorted=False).data.mul(w).sum().backward()
+    torch_rnn.pack_padded_sequence(y, [2, 4, 2], enforce_sorted=False).data.mul(w).sum().backward()
+    assert torch.equal(x.grad, y.grad)
+
+
+def test_pack_padded_sequence_takes_the_fast_path(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch's implementation was called")
+
+    monkeypatch.setattr(rnn._torch_rnn, "pack_padded_sequence", refuse)
+    padded = torch.randn(5, 3, 2)
+    rnn.pack_padded_sequence(padded, [5, 3, 1])
+    rnn.pack_padded_sequence(padded, torch.tensor([1, 5, 3]), enforce_sorted=False)
+    rnn.pack_padded_sequence(padded.transpose(0, 1), [3, 5, 1], batch_first=True,
+                             enforce_sorted=False)
