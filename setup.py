@@ -49,4 +49,7 @@ extensions = [
 ]
 
 if __name__ == "__main__":      # (setuptools runs this file as __main__; tests import it)
-    setup(ext_modules=cythonize(extensions, compiler_directives=directives))
+    # the extensions compile in parallel (one per core): _core dominates, the others
+    # build beside it
+    setup(ext_modules=cythonize(extensions, compiler_directives=directives),
+          options={"build_ext": {"parallel": os.cpu_count() or 1}})

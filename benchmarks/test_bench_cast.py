@@ -12,46 +12,38 @@ from torch.nn.utils.rnn import pack_sequence, pad_sequence
 import fastcollate
 from workloads import FLAT, WORKLOADS
 
+OPS = {   # op -> (fastcollate's call, torch's call on the converted samples)
+    "pack": (lambda b: fastcollate.pack(b, dtype=torch.int64),
+             lambda ts: pack_sequence(ts, enforce_sorted=False)),
+    "pad": (lambda b: fastcollate.pad(b, dtype=torch.int64),
+            lambda ts: pad_sequence(ts, batch_first=True)),
+}
+
 
 def _uint16(name):
     return [a.astype(np.uint16) for a in WORKLOADS[name].arrays()]
 
 
 @pytest.mark.parametrize("name", FLAT)
-def test_pack_fastcollate_uint16_to_int64(benchmark, name):
+@pytest.mark.parametrize("op", list(OPS))
+def test_fastcollate_uint16_to_int64(benchmark, name, op):
     batch = _uint16(name)
-    benchmark.group = f"cast-pack-{name}"
-    p = benchmark(fastcollate.pack, batch, dtype=torch.int64)
-    assert p.data.dtype == torch.int64
+    benchmark.group = f"cast-{op}-{name}"
+    out = benchmark(OPS[op][0], batch)
+    assert (out.data if op == "pack" else out).dtype == torch.int64
 
 
 @pytest.mark.parametrize("name", FLAT)
-def test_pack_torch_to_int64_pack_sequence(benchmark, name):
+@pytest.mark.parametrize("op", list(OPS))
+def test_torch_to_int64_then_op(benchmark, name, op):
     batch = _uint16(name)
-    benchmark.group = f"cast-pack-{name}"
-    benchmark(lambda: pack_sequence([torch.from_numpy(a).to(torch.int64) for a in batch],
-                                    enforce_sorted=False))
+    benchmark.group = f"cast-{op}-{name}"
+    benchmark(lambda: OPS[op][1]([torch.from_numpy(a).to(torch.int64) for a in batch]))
 
 
 @pytest.mark.parametrize("name", FLAT)
-def test_pad_fastcollate_uint16_to_int64(benchmark, name):
+@pytest.mark.parametrize("op", list(OPS))
+def test_floor_concatenate_to_int64(benchmark, name, op):
     batch = _uint16(name)
-    benchmark.group = f"cast-pad-{name}"
-    out = benchmark(fastcollate.pad, batch, dtype=torch.int64)
-    assert out.dtype == torch.int64
-
-
-@pytest.mark.parametrize("name", FLAT)
-def test_pad_torch_to_int64_pad_sequence(benchmark, name):
-    batch = _uint16(name)
-    benchmark.group = f"cast-pad-{name}"
-    benchmark(lambda: pad_sequence([torch.from_numpy(a).to(torch.int64) for a in batch],
-                                   batch_first=True))
-
-
-@pytest.mark.parametrize("group", ["pack", "pad"])
-@pytest.mark.parametrize("name", FLAT)
-def test_floor_concatenate_to_int64(benchmark, name, group):
-    batch = _uint16(name)
-    benchmark.group = f"cast-{group}-{name}"
+    benchmark.group = f"cast-{op}-{name}"
     benchmark(lambda: np.concatenate(batch, dtype=np.int64))

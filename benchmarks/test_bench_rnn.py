@@ -11,43 +11,31 @@ from fastcollate import rnn
 from workloads import WORKLOADS
 
 ALL = list(WORKLOADS)
+# op -> (the call, given the module and the batch; whether the batch comes sorted)
+OPS = {
+    "pack_sequence": (lambda m, b: m.pack_sequence(b, enforce_sorted=False), False),
+    "pack_sequence_sorted": (lambda m, b: m.pack_sequence(b), True),
+    "pad_sequence": (lambda m, b: m.pad_sequence(b, batch_first=True), False),
+}
 
 
-def _sorted(batch):
-    return sorted(batch, key=len, reverse=True)
-
-
-@pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("impl", ["fastcollate", "torch"])
-def test_pack_sequence(benchmark, name, impl):
+def _batch(name, sort):
     batch = WORKLOADS[name].tensors()
-    benchmark.group = f"rnn-pack_sequence-{name}"
-    benchmark.name = f"test_{impl}_pack_sequence"
-    fn = rnn.pack_sequence if impl == "fastcollate" else torch_rnn.pack_sequence
-    p = benchmark(fn, batch, enforce_sorted=False)
-    assert p.data.shape[0] == sum(len(t) for t in batch)
+    return sorted(batch, key=len, reverse=True) if sort else batch
 
 
 @pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("op", list(OPS))
 @pytest.mark.parametrize("impl", ["fastcollate", "torch"])
-def test_pack_sequence_sorted(benchmark, name, impl):
-    batch = _sorted(WORKLOADS[name].tensors())
-    benchmark.group = f"rnn-pack_sequence_sorted-{name}"
-    benchmark.name = f"test_{impl}_pack_sequence_sorted"
-    fn = rnn.pack_sequence if impl == "fastcollate" else torch_rnn.pack_sequence
-    p = benchmark(fn, batch)
-    assert p.sorted_indices is None
-
-
-@pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("impl", ["fastcollate", "torch"])
-def test_pad_sequence(benchmark, name, impl):
-    batch = WORKLOADS[name].tensors()
-    benchmark.group = f"rnn-pad_sequence-{name}"
-    benchmark.name = f"test_{impl}_pad_sequence"
-    fn = rnn.pad_sequence if impl == "fastcollate" else torch_rnn.pad_sequence
-    out = benchmark(fn, batch, batch_first=True)
-    assert out.shape[0] == len(batch)
+def test_dropin(benchmark, name, op, impl):
+    call, sort = OPS[op]
+    batch = _batch(name, sort)
+    benchmark.group = f"rnn-{op}-{name}"
+    benchmark.name = f"test_{impl}_{op}"
+    module = rnn if impl == "fastcollate" else torch_rnn
+    out = benchmark(call, module, batch)
+    assert (out.data if op.startswith("pack") else out).shape[0] == (
+        sum(len(t) for t in batch) if op.startswith("pack") else len(batch))
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -65,8 +53,8 @@ def test_pack_padded_sequence(benchmark, name, batch_first, impl):
 
 
 @pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("group", ["pack_sequence", "pack_sequence_sorted", "pad_sequence",
-                                   "pack_padded_sequence-{}-bf", "pack_padded_sequence-{}-tm"])
+@pytest.mark.parametrize("group", list(OPS) + ["pack_padded_sequence-{}-bf",
+                                               "pack_padded_sequence-{}-tm"])
 def test_floor_cat(benchmark, name, group):
     batch = WORKLOADS[name].tensors()
     benchmark.group = f"rnn-{group.format(name)}" if "{}" in group else f"rnn-{group}-{name}"
