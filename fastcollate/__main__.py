@@ -4,10 +4,11 @@
 Python standard library through ``DataLoader(collate_fn=PackedCollate(...))`` and
 compares the collate with the usual pad-then-pack one.
 
-``python -m fastcollate bench`` prints, for each benchmark workload (docs/benchmarks.md) and input kind, the
-median time of ``fastcollate.pack``, ``torch.nn.utils.rnn.pack_sequence`` (after
-``torch.tensor`` per sample for lists) and the copy floor (``np.concatenate`` /
-``torch.cat``), with torch single-threaded as in DataLoader workers.
+``python -m fastcollate bench`` prints, for each benchmark workload (docs/benchmarks.md)
+and input kind, the median time of ``fastcollate.pack``,
+``torch.nn.utils.rnn.pack_sequence`` (after ``torch.tensor`` per sample for lists) and
+the copy floor (``np.concatenate`` / ``torch.cat``), with torch single-threaded as in
+DataLoader workers.
 """
 from __future__ import annotations
 

@@ -22,7 +22,9 @@ from ._core import check_storages
 SOURCE_CODES = {"B": 0, "b": 1, "h": 2, "H": 3, "i": 4, "I": 5, "f": 6}
 TARGET_CODES = {"h": 0, "i": 1, "q": 2, "f": 3, "d": 4}
 # (source, target) pairs converted exactly
-LOSSLESS = frozenset([("B", "h"), ("b", "h"), ("B", "i"), ("b", "i"), ("h", "i"), ("H", "i"), ("B", "q"), ("b", "q"), ("h", "q"), ("H", "q"), ("i", "q"), ("I", "q"), ("B", "f"), ("b", "f"), ("h", "f"), ("H", "f"), ("B", "d"), ("b", "d"), ("h", "d"), ("H", "d"), ("i", "d"), ("I", "d"), ("f", "d")])
+LOSSLESS = frozenset(
+    [(s, "h") for s in "Bb"] + [(s, "i") for s in "BbhH"] + [(s, "q") for s in "BbhHiI"]
+    + [(s, "f") for s in "BbhH"] + [(s, "d") for s in "BbhHiIf"])
 
 ctypedef fused src_t:
     uint8_t

@@ -329,8 +329,8 @@ def _plan_int_lists(seqs: list, order: str, dtype) -> Optional[Plan]:
 
 # Above this many bytes in the first sample, reading each tensor's address (a few
 # attribute reads, ~0.5 us) is cheaper than copying the batch twice (torch.cat, then
-# scatter). Measured on the benchmark workloads (docs/benchmarks.md): speech (25 KB/sample) and embed
-# (100 KB/sample) gain, tokens (300 B/sample) loses.
+# scatter). Measured on the benchmark workloads (docs/benchmarks.md): speech
+# (25 KB/sample) and embed (100 KB/sample) gain, tokens (300 B/sample) loses.
 _DIRECT_TENSOR_BYTES = 4096
 
 
@@ -605,7 +605,7 @@ def cast_into(plan: Plan, dst: torch.Tensor, starts: np.ndarray, offsets: np.nda
               n_rows: int) -> None:
     """Write a plan whose sources are of dtype ``plan.cast_from`` into ``dst`` (checked:
     ``plan.dtype``, ``n_rows`` rows), converting every element: row ``t`` of sample
-    ``i`` lands at row ``starts[i] + offsets[t]`` (see :func:`fastcollate._cast.cast_scatter`)."""
+    ``i`` lands at row ``starts[i] + offsets[t]`` (:func:`fastcollate._cast.cast_scatter`)."""
     pair = _cast_pair(cast(torch.dtype, plan.cast_from), plan.dtype)
     if pair is None or dst.dtype != plan.dtype or dst.numel() != n_rows * math.prod(plan.row):
         raise ValueError(f"cannot convert {plan.cast_from} into {dst.dtype} rows")

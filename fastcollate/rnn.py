@@ -60,6 +60,9 @@ __all__ = ["PackedSequence", "invert_permutation", "pack_padded_sequence",
 # the fast path's inputs: what torch's pad_sequence itself reads (a list/tuple of dense
 # tensors); anything it does not recognize goes to torch
 _PADDING_VALUE_TYPES = (int, float, bool)
+_SIGNED_TWIN = {getattr(torch, u): getattr(torch, i) for u, i in
+                (("uint16", "int16"), ("uint32", "int32"), ("uint64", "int64"))
+                if hasattr(torch, u)}
 
 
 def _torch_decides() -> bool:
@@ -254,13 +257,20 @@ def _pack_padded_fast(input: Any, lengths: Any, batch_first: Any, enforce_sorted
     ranks = np.arange(total, dtype=np.int64) - np.repeat(offsets[:-1], batch_sizes)
     samples = ranks if order is None else order[ranks]
     device = input.device
-    if input.is_contiguous():           # one gather from the (B*T or T*B, *row) view
+    src = input
+    # uint16/32/64 have no gather kernels in torch: move their bits as the signed type
+    signed = _SIGNED_TWIN.get(input.dtype)
+    if signed is not None:
+        src = input.view(signed)
+    if src.is_contiguous():             # one gather from the (B*T or T*B, *row) view
         pos = samples * T + steps if batch_first else steps * B + samples
-        flat = input.reshape((B * T,) + tuple(input.shape[2:]))
+        flat = src.reshape((B * T,) + tuple(src.shape[2:]))
         data = flat.index_select(0, torch.from_numpy(pos).to(device))
     else:
         b_idx, t_idx = torch.from_numpy(samples).to(device), torch.from_numpy(steps).to(device)
-        data = input[b_idx, t_idx] if batch_first else input[t_idx, b_idx]
+        data = src[b_idx, t_idx] if batch_first else src[t_idx, b_idx]
+    if signed is not None:
+        data = data.view(input.dtype)
     si = None if order is None else torch.from_numpy(order).to(device)
     return PackedSequence._make((data, torch.from_numpy(batch_sizes), si,
                                  invert_permutation(si)))

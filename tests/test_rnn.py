@@ -485,3 +485,17 @@ def test_pack_padded_sequence_takes_the_fast_path(monkeypatch):
     rnn.pack_padded_sequence(padded, torch.tensor([1, 5, 3]), enforce_sorted=False)
     rnn.pack_padded_sequence(padded.transpose(0, 1), [3, 5, 1], batch_first=True,
                              enforce_sorted=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_pack_padded_sequence_of_unsigned_dtypes_torch_cannot_gather(dtype, contiguous):
+    padded = torch.arange(24).view(4, 3, 2).to(dtype)          # no index_select for these
+    if not contiguous:
+        padded = padded.transpose(0, 1).contiguous().transpose(0, 1)
+    for batch_first in (False, True):
+        x = padded.transpose(0, 1) if batch_first else padded
+        ours = rnn.pack_padded_sequence(x, [2, 4, 3], batch_first, enforce_sorted=False)
+        theirs = torch_rnn.pack_padded_sequence(x, [2, 4, 3], batch_first, enforce_sorted=False)
+        assert ours.data.dtype == dtype
+        assert torch.equal(ours.data.to(torch.float64), theirs.data.to(torch.float64))
