@@ -1,4 +1,5 @@
-"""pack() against torch's pack_sequence and the copy floor, per DESIGN.md workload.
+"""pack() against torch's pack_sequence and the copy floor, per benchmark workload
+(docs/benchmarks.md).
 
     pytest benchmarks/test_bench_pack.py --benchmark-only
 """

@@ -1,2 +1,3 @@
-"""The DESIGN.md workloads; defined once in the package so the demo can use them too."""
+"""The benchmark workloads (docs/benchmarks.md); defined once in the package so the demo
+can use them too."""
 from fastcollate._workloads import FLAT, WORKLOADS, Workload  # noqa: F401

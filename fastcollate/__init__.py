@@ -10,20 +10,23 @@ to_device(batch, device, non_blocking=True): move nested batches (PackedSequence
 BucketBatchSampler(lengths, *, max_tokens=None, batch_size=None, ...): length-bucketing
     batch_sampler (deterministic, resumable, distributed); padding_efficiency(lengths, batches)
 fastcollate.kernels: the low-level Cython kernels (scatter into a buffer you allocate).
+fastcollate.rnn: drop-ins for torch.nn.utils.rnn (pack_sequence, pad_sequence, ...).
+UnsortedError: unsorted input with enforce_sorted=True (a ValueError and a RuntimeError).
 """
+from ._version import __version__
+
 try:
     from . import _core  # noqa: F401
 except ImportError as e:  # no silent pure-Python fallback: say how to build it
-    raise ImportError(
-        "fastcollate's compiled extension (fastcollate._core) is missing or broken: "
-        "install the package with `pip install .` or `pip install -e .`, which build it "
-        f"(a source checkout is not importable as is). Original error: {e}") from e
+    from ._shadow import missing_extension_message
+    raise ImportError(missing_extension_message(__file__, e)) from e
 from .packing import pack, pack_lengths
 from .padding import pad
 from .collate import PackedCollate, packed_collate, padded_collate, to_device
 from .sampler import BucketBatchSampler, PaddingStats, padding_efficiency
+from ._core import UnsortedError
+from . import kernels, rnn  # noqa: F401  (fastcollate.kernels, fastcollate.rnn)
 
-__version__ = "0.1.0"
 __all__ = ["__version__", "pack", "pack_lengths", "pad", "PackedCollate", "packed_collate",
            "padded_collate", "to_device", "BucketBatchSampler", "PaddingStats",
-           "padding_efficiency"]
+           "padding_efficiency", "UnsortedError"]

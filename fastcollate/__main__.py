@@ -4,10 +4,11 @@
 Python standard library through ``DataLoader(collate_fn=PackedCollate(...))`` and
 compares the collate with the usual pad-then-pack one.
 
-``python -m fastcollate bench`` prints, for each DESIGN.md workload and input kind, the
-median time of ``fastcollate.pack``, ``torch.nn.utils.rnn.pack_sequence`` (after
-``torch.tensor`` per sample for lists) and the copy floor (``np.concatenate`` /
-``torch.cat``), with torch single-threaded as in DataLoader workers.
+``python -m fastcollate bench`` prints, for each benchmark workload (docs/benchmarks.md)
+and input kind, the median time of ``fastcollate.pack``,
+``torch.nn.utils.rnn.pack_sequence`` (after ``torch.tensor`` per sample for lists) and
+the copy floor (``np.concatenate`` / ``torch.cat``), with torch single-threaded as in
+DataLoader workers.
 ``python -m fastcollate bench --grid`` prints the scaling grid instead (batch size x
 mean length x row size x input kind, ratios to the copy floor and to a memcpy, and a
 fitted fixed / per-sample / per-byte cost line).

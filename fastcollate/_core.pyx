@@ -44,6 +44,11 @@ cdef extern from "Python.h":
 # Lengths, counting sort, batch_sizes
 # ---------------------------------------------------------------------------------------
 
+class UnsortedError(ValueError, RuntimeError):
+    """Unsorted lengths with ``enforce_sorted=True``: a ValueError (fastcollate's API)
+    and a RuntimeError (what ``torch.nn.utils.rnn.pack_sequence`` raises)."""
+
+
 def sort_lengths(lengths, bint enforce_sorted=False):
     """Counting-sort sample lengths, descending and stable, in O(B + T).
 
@@ -68,7 +73,7 @@ def sort_lengths(lengths, bint enforce_sorted=False):
     ------
     ValueError
         Empty batch, a length < 1 (naming the index), or unsorted lengths with
-        ``enforce_sorted``.
+        ``enforce_sorted`` (:class:`UnsortedError`, also a RuntimeError).
 
     Examples
     --------
@@ -91,10 +96,11 @@ def sort_lengths(lengths, bint enforce_sorted=False):
     if enforce_sorted:
         for i in range(1, B):
             if lens[i] > lens[i - 1]:
-                raise ValueError(
+                raise UnsortedError(
                     f"enforce_sorted=True but sample {i} (length {lens[i]}) is longer than "
-                    f"sample {i - 1} (length {lens[i - 1]}): sequences must be sorted by "
-                    "length in decreasing order, or pass enforce_sorted=False")
+                    f"sample {i - 1} (length {lens[i - 1]}): sequences must be sorted in "
+                    "decreasing order of length. You can pass `enforce_sorted=False` to "
+                    "sort them internally")
     # counts, then suffix sums: bs[t] = #samples with length > t, for t in 0..max_len-1
     cdef cnp.ndarray bs_arr = np.zeros(max_len, dtype=np.int64)
     cdef int64_t[::1] bs = bs_arr
@@ -356,9 +362,9 @@ cpdef int64_t choose_tile(Py_ssize_t row_bytes, int64_t max_len) noexcept:
 cpdef int64_t choose_block(Py_ssize_t row_bytes, Py_ssize_t B) noexcept:
     """Time steps copied from one sample before moving to the next.
 
-    Measured with ``benchmarks/`` (DESIGN.md workloads): rows of <= 16 bytes run best
-    with long runs per sample (16+), wider rows with 8; with streaming stores the
-    choice hardly matters.
+    Measured with ``benchmarks/`` (workloads in ``fastcollate/_workloads.py``): rows of
+    <= 16 bytes run best with long runs per sample (16+), wider rows with 8; with
+    streaming stores the choice hardly matters.
     """
     return 16 if row_bytes <= 16 else 8
 

@@ -1,4 +1,4 @@
-"""The benchmark workloads of DESIGN.md, defined once and seeded (default_rng(0)).
+"""The benchmark workloads (docs/benchmarks.md), defined once and seeded (default_rng(0)).
 
 Used by ``benchmarks/`` (through ``benchmarks/workloads.py``) and by ``python -m fastcollate``.
 """

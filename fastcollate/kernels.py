@@ -20,7 +20,8 @@ buffer: ``plan = plan_batch(samples); write_plan(plan, out); wrap_packed(out, pl
 with ``out`` of ``plan.shape`` and ``plan.dtype`` (checked: ValueError otherwise).
 A plan holds every sample alive; a list sample that changes length between
 ``plan_batch`` and ``write_plan`` makes the write raise ValueError naming it (see
-docs/safety.md). ``pad_scatter`` does the same for padded layouts.
+docs/safety.md). ``pad_scatter`` does the same for padded layouts; ``cast_scatter``
+converts each element while it copies (uint16 into int64 and other exact widenings).
 """
 from ._core import (KIND_BOOL, KIND_COMPLEX, KIND_FLOAT, KIND_INT, KIND_OTHER,
                     advise_huge, array_sources, check_storages, choose_block,
@@ -29,10 +30,12 @@ from ._core import (KIND_BOOL, KIND_COMPLEX, KIND_FLOAT, KIND_INT, KIND_OTHER,
                     list_lengths, offsets_of, pad_scatter, read_ints, read_lists, scatter,
                     sort_lengths, tensor_lengths, tensor_sources)
 from .packing import Plan, check_out, plan_batch, wrap_packed, write_plan
+from ._cast import cast_scatter
 
 __all__ = ["sort_lengths", "offsets_of", "scatter", "pad_scatter", "read_lists",
            "read_ints", "list_kind", "list_lengths", "flatten_nested",
            "array_sources", "leading_lengths", "chunk_pointers", "choose_block",
            "choose_stream", "choose_tile", "advise_huge", "tensor_sources", "tensor_lengths", "check_storages",
            "KIND_BOOL", "KIND_INT", "KIND_FLOAT", "KIND_COMPLEX",
-           "KIND_OTHER", "Plan", "plan_batch", "write_plan", "wrap_packed", "check_out"]
+           "KIND_OTHER", "Plan", "plan_batch", "write_plan", "wrap_packed", "check_out",
+           "cast_scatter"]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _core
+from . import _cast, _core
 
 __all__ = ["pack", "pack_lengths", "Plan", "NotInts", "plan_batch", "write_plan", "wrap_packed", "check_out",
            "new_output", "torch_functions_off"]
@@ -57,6 +57,20 @@ _INT_CODES = {
 }
 _REAL_CODES = {torch.float64: "d", torch.float32: "f"}
 _COMPLEX_CODES = {torch.complex128: "D", torch.complex64: "F"}
+
+# Element codes of the widening kernels (fastcollate._cast): samples of one of these
+# dtypes are converted to a wider one inside the copy when dtype= asks for it.
+_CAST_CODES = {torch.uint8: "B", torch.int8: "b", torch.int16: "h", torch.int32: "i",
+               torch.int64: "q", torch.float32: "f", torch.float64: "d"}
+for _name, _code in (("uint16", "H"), ("uint32", "I")):
+    if hasattr(torch, _name):
+        _CAST_CODES[getattr(torch, _name)] = _code
+
+
+def _cast_pair(src: torch.dtype, dst: Optional[torch.dtype]) -> Optional[Tuple[str, str]]:
+    """The kernel codes converting ``src`` into ``dst`` exactly, or None."""
+    pair = (_CAST_CODES.get(src), _CAST_CODES.get(dst)) if dst is not None else None
+    return pair if pair in _cast.LOSSLESS else None      # type: ignore[return-value]
 
 _ACCEPTED = "a torch.Tensor, a numpy.ndarray, or a list/tuple of numbers"
 
@@ -117,6 +131,8 @@ class Plan:
     deferred_ints : lists planned as int64 from their lengths alone, read straight into
         the output by :func:`write_plan` (``plan_batch(defer_ints=True)``); if they hold
         anything but ints there, it raises :class:`NotInts` and the caller re-plans.
+    cast_from : the dtype of the rows at ``ptrs`` when it is not ``dtype``: they are
+        converted inside the copy (:mod:`fastcollate._cast`; exact conversions only).
     """
 
     lengths: np.ndarray
@@ -137,6 +153,7 @@ class Plan:
     ready: Optional[torch.Tensor] = None
     storages: Optional[np.ndarray] = None
     deferred_ints: bool = False
+    cast_from: Optional[torch.dtype] = None
 
     def source_checks(self) -> dict:
         """Keyword arguments for the kernels that read ``ptrs``: the tensor storages
@@ -180,7 +197,7 @@ class Plan:
         return self.total * self.row_bytes
 
 
-def _as_batch(sequences: Any) -> list:
+def _as_batch(sequences: Any, verb: str = "pack") -> list:
     if isinstance(sequences, (torch.Tensor, np.ndarray)):
         raise TypeError(
             "expected a list or tuple of samples, got a single "
@@ -189,7 +206,7 @@ def _as_batch(sequences: Any) -> list:
         raise TypeError(
             f"expected a list or tuple of samples, got {type(sequences).__name__}")
     if len(sequences) == 0:
-        raise ValueError("cannot pack an empty batch: expected at least one sample")
+        raise ValueError(f"cannot {verb} an empty batch: expected at least one sample")
     # A private copy of the batch: it holds a strong reference to every sample for the
     # whole call, whatever another thread does to the caller's list (safety contract).
     return list(sequences)
@@ -212,7 +229,7 @@ def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     the output it is given (no temporary of the output's size); it raises
     :class:`NotInts` if they hold anything else, and the caller plans again without.
     """
-    seqs = _as_batch(sequences)
+    seqs = _as_batch(sequences, "pack" if sort else "pad")
     order = "none" if not sort else ("sorted" if enforce_sorted else "sort")
     if dtype is not None and dtype not in _SUPPORTED:
         if not isinstance(dtype, torch.dtype):
@@ -249,10 +266,14 @@ def _plan_arrays(seqs: list, order: str, dtype) -> Optional[Plan]:
         return None
     a0 = seqs[0]
     tdtype = _NP_TO_TORCH.get(a0.dtype)     # native byte order: array_sources checked
-    if tdtype is None or (dtype is not None and dtype != tdtype):
+    if tdtype is None:
+        return None
+    cast = dtype is not None and dtype != tdtype
+    if cast and _cast_pair(tdtype, dtype) is None:
         return None
     bs, si, ui = _sorted(lengths, order)
-    return Plan(lengths, tuple(a0.shape[1:]), tdtype, bs, si, ui, ptrs=ptrs, keep=seqs)
+    return Plan(lengths, tuple(a0.shape[1:]), dtype if cast else tdtype, bs, si, ui,
+                ptrs=ptrs, keep=seqs, cast_from=tdtype if cast else None)
 
 
 def _plan_lists(seqs: list, order: str, dtype, defer_ints: bool = False) -> Optional[Plan]:
@@ -327,8 +348,8 @@ def _plan_int_lists(seqs: list, order: str, dtype, defer: bool = False) -> Optio
 # Above this many bytes per sample on average over the batch, reading each tensor's
 # address (a few attribute reads, ~0.5 us) is cheaper than copying the batch twice
 # (concatenation, then scatter), and the output is the only extra memory. Measured on
-# the benchmark workloads: speech (25 KB/sample) and embed (100 KB/sample) gain,
-# tokens (300 B/sample) loses.
+# the benchmark workloads (docs/benchmarks.md): speech (25 KB/sample) and embed
+# (100 KB/sample) gain, tokens (300 B/sample) loses.
 _DIRECT_TENSOR_BYTES = 4096
 
 
@@ -353,7 +374,7 @@ def _plan_tensors(seqs: list, order: str, dtype) -> Optional[Plan]:
         t0 = seqs[0]
         d0 = t0.dtype
         found = None
-        if d0 in _SUPPORTED and (dtype is None or dtype == d0):
+        if d0 in _SUPPORTED and (dtype is None or dtype == d0 or _cast_pair(d0, dtype)):
             row = tuple(t0.shape[1:])
             if (_core.sum_lengths(lens) * d0.itemsize * math.prod(row)
                     >= _DIRECT_TENSOR_BYTES * len(seqs)):
@@ -363,8 +384,9 @@ def _plan_tensors(seqs: list, order: str, dtype) -> Optional[Plan]:
     if found is not None:
         ptrs, lengths, storages, snapshot = found
         bs, si, ui = _sorted(lengths, order)
-        return Plan(lengths, row, d0, bs, si, ui, ptrs=ptrs, keep=storages,
-                    storages=snapshot)
+        cast = dtype is not None and dtype != d0
+        return Plan(lengths, row, dtype if cast else d0, bs, si, ui, ptrs=ptrs,
+                    keep=storages, storages=snapshot, cast_from=d0 if cast else None)
     try:
         flat = torch.cat(seqs)
     except (RuntimeError, TypeError, ValueError):
@@ -384,11 +406,17 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
 
 def _plan_from_flat(flat: torch.Tensor, lengths: np.ndarray, row, order: str, dtype):
     bs, si, ui = _sorted(lengths, order)
+    cast_from = None
     if dtype is not None and flat.dtype != dtype:
-        flat = flat.to(dtype)
+        if (flat.device.type == "cpu" and not flat.requires_grad
+                and _cast_pair(flat.dtype, dtype) is not None):
+            cast_from = flat.dtype      # converted inside the copy: no .to() copy
+        else:
+            flat = flat.to(dtype)
     # conjugate / negative views: materialize their values (no-ops otherwise)
     flat = flat.resolve_conj().resolve_neg()
-    plan = Plan(lengths, row, flat.dtype, bs, si, ui)
+    plan = Plan(lengths, row, dtype if cast_from is not None else flat.dtype, bs, si, ui,
+                cast_from=cast_from)
     if flat.requires_grad or flat.device.type != "cpu":
         plan.flat = flat      # differentiable / on-device: the caller uses torch ops
         return plan
@@ -396,11 +424,12 @@ def _plan_from_flat(flat: torch.Tensor, lengths: np.ndarray, row, order: str, dt
     # the kernel reads total * row_bytes bytes from flat's address: check them against
     # the storage that really backs it, not against Python-level shapes
     have = flat.untyped_storage().nbytes() - flat.storage_offset() * flat.element_size()
-    if tuple(flat.shape) != plan.shape or have < plan.nbytes:
+    src_row_bytes = math.prod(plan.row) * flat.element_size()
+    if tuple(flat.shape) != plan.shape or have < plan.total * src_row_bytes:
         raise ValueError(
-            f"the samples' lengths ({plan.total} rows of {plan.row_bytes} bytes) do not "
+            f"the samples' lengths ({plan.total} rows of {src_row_bytes} bytes) do not "
             f"match their data ({tuple(flat.shape)}, {have} bytes)")
-    plan.ptrs = _core.chunk_pointers(flat.data_ptr(), lengths, plan.row_bytes)
+    plan.ptrs = _core.chunk_pointers(flat.data_ptr(), lengths, src_row_bytes)
     plan.keep = [flat]
     return plan
 
@@ -601,9 +630,25 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
         if plan.list_via is not None:
             dst.copy_(target)
         return out
+    if plan.cast_from is not None:
+        cast_into(plan, dst, _ranks(plan.unsorted_indices, len(plan.lengths)),
+                  _core.offsets_of(plan.batch_sizes), plan.total)
+        return out
     _core.scatter(plan.require_ptrs(), plan.lengths, plan.sorted_indices, plan.batch_sizes,
                   plan.row_bytes, dst.data_ptr(), **plan.source_checks())
     return out
+
+
+def cast_into(plan: Plan, dst: torch.Tensor, starts: np.ndarray, offsets: np.ndarray,
+              n_rows: int) -> None:
+    """Write a plan whose sources are of dtype ``plan.cast_from`` into ``dst`` (checked:
+    ``plan.dtype``, ``n_rows`` rows), converting every element: row ``t`` of sample
+    ``i`` lands at row ``starts[i] + offsets[t]`` (:func:`fastcollate._cast.cast_scatter`)."""
+    pair = _cast_pair(cast(torch.dtype, plan.cast_from), plan.dtype)
+    if pair is None or dst.dtype != plan.dtype or dst.numel() != n_rows * math.prod(plan.row):
+        raise ValueError(f"cannot convert {plan.cast_from} into {dst.dtype} rows")
+    _cast.cast_scatter(plan.require_ptrs(), plan.lengths, starts, offsets, math.prod(plan.row),
+                       pair[0], pair[1], dst.data_ptr(), n_rows, **plan.source_checks())
 
 
 _CODE_BYTES = {"q": 8, "i": 4, "h": 2, "c": 1, "b": 1, "d": 8, "f": 4, "D": 16, "F": 8}

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from . import _core
-from .packing import Plan, check_list_code, check_out, new_output, plan_batch, torch_functions_off
+from .packing import (Plan, cast_into, check_list_code, check_out, new_output, plan_batch,
+                      torch_functions_off)
 
 __all__ = ["pad", "padded_length", "padded_shape", "write_padded", "check_padding_side",
            "check_multiple"]
@@ -111,6 +112,14 @@ def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
     if plan.flat is not None:
         dst.copy_(padded_by_torch(plan, T, batch_first, padding_value, left))
         return out
+    if plan.cast_from is not None:
+        # padding first (no sources: only the padding rows are written), then every
+        # sample converted into its slots
+        _core.pad_scatter(np.zeros(B, dtype=np.int64), plan.lengths, T, plan.row_bytes,
+                          dst.data_ptr(), batch_first, left,
+                          _pad_element(padding_value, plan.dtype))
+        cast_into(plan, dst, *_slots(plan.lengths, T, batch_first, left), B * T)
+        return out
     if plan.lists is None:
         _core.pad_scatter(plan.require_ptrs(), plan.lengths, T, plan.row_bytes,
                           dst.data_ptr(), batch_first, left,
@@ -123,18 +132,25 @@ def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
     _core.pad_scatter(np.zeros(B, dtype=np.int64), plan.lengths, T, row_bytes,
                       target.data_ptr(), batch_first, left,
                       _pad_element(padding_value, target.dtype))
-    shift = (T - plan.lengths) if left else np.zeros(B, dtype=np.int64)
-    idx = np.arange(B, dtype=np.int64)
-    if batch_first:
-        offsets, starts = np.arange(T + 1, dtype=np.int64), idx * T + shift
-    else:
-        offsets, starts = np.arange(T + 1, dtype=np.int64) * B, idx + shift * B
+    starts, offsets = _slots(plan.lengths, T, batch_first, left)
     _core.read_lists(plan.lists, plan.lengths, starts, offsets, target.data_ptr(),
                      target.numel(), plan.list_code, plan.list_lo, plan.list_hi,
                      plan.list_cast)
     if plan.list_via is not None:
         dst.copy_(target)
     return out
+
+
+def _slots(lengths: np.ndarray, T: int, batch_first: bool, left: bool
+           ) -> Tuple[np.ndarray, np.ndarray]:
+    """``(starts, offsets)``: row ``t`` of sample ``i`` goes to padded row
+    ``starts[i] + offsets[t]`` (rows of the ``B * T`` padded rows, in memory order)."""
+    B = len(lengths)
+    shift = (T - lengths) if left else np.zeros(B, dtype=np.int64)
+    idx = np.arange(B, dtype=np.int64)
+    if batch_first:
+        return idx * T + shift, np.arange(T + 1, dtype=np.int64)
+    return idx + shift * B, np.arange(T + 1, dtype=np.int64) * B
 
 
 def padded_positions(lengths: np.ndarray, T: int, batch_first: bool, left: bool) -> np.ndarray:

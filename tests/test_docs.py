@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["fastcollate.packing", "fastcollate.padding", "fastcollate.collate",
-           "fastcollate.kernels", "fastcollate.sampler", "fastcollate._core",
+           "fastcollate.rnn", "fastcollate._cast", "fastcollate.kernels", "fastcollate.sampler", "fastcollate._core",
            "fastcollate._sampler"]
 
 

@@ -2,7 +2,7 @@
 replaced, grown, shrunk, cleared and written in place while (or just before) fastcollate
 copies from their raw addresses with the GIL released.
 
-The contract (DESIGN.md, "Safety contract"): never crash, never write outside ``out``;
+The contract (docs/safety.md): never crash, never write outside ``out``;
 each mutated sample comes out as one of its versions, or the call raises a clean
 ``ValueError``/``TypeError``/``OverflowError`` naming a mutated sample; every sample
 that nobody touched comes out exactly right.

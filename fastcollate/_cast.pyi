@@ -1,0 +1,15 @@
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+ArrayLike = Union[Sequence[int], npt.NDArray[Any]]
+
+SOURCE_CODES: Dict[str, int]
+TARGET_CODES: Dict[str, int]
+LOSSLESS: FrozenSet[Tuple[str, str]]
+
+def cast_scatter(src_ptrs: ArrayLike, lengths: ArrayLike, starts: ArrayLike,
+                 offsets: ArrayLike, row_elems: int, src_code: str, dst_code: str,
+                 out_ptr: int, n_out_rows: int, storages: Optional[List[Any]] = ...,
+                 snapshot: Optional[npt.NDArray[np.int64]] = ...) -> None: ...
