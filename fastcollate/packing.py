@@ -9,15 +9,16 @@ output tensor that the caller may allocate (pinned, shared memory) with
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, cast
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _core
+from . import _core, _store
 
 __all__ = ["pack", "pack_lengths", "Plan", "plan_batch", "write_plan", "wrap_packed", "check_out",
            "torch_functions_off"]
@@ -113,6 +114,9 @@ class Plan:
     flat : the samples concatenated, when the result must come from torch ops
         (inputs requiring grad, CUDA inputs); ``ptrs`` is then None.
     ready : the packed data itself, already written while planning (lists of ints).
+    convert : two element codes (source, target; ``fastcollate._store.can_convert``)
+        when ``ptrs`` point at rows of another type, converted while copying (a flat
+        store's uint16 token ids written as int64); empty otherwise.
     """
 
     lengths: np.ndarray
@@ -132,6 +136,7 @@ class Plan:
     flat: Optional[torch.Tensor] = None
     ready: Optional[torch.Tensor] = None
     storages: Optional[np.ndarray] = None
+    convert: str = ""
 
     def source_checks(self) -> dict:
         """Keyword arguments for the kernels that read ``ptrs``: the tensor storages
@@ -190,6 +195,19 @@ def _as_batch(sequences: Any) -> list:
     return list(sequences)
 
 
+# Batch types other than lists that plan themselves (exact type -> planner(batch, order,
+# dtype)), registered by the modules that define them (fastcollate.store).
+BATCH_PLANNERS: Dict[type, Callable[[Any, str, Optional[torch.dtype]], Plan]] = {}
+
+
+def check_dtype(dtype: Any) -> None:
+    """``dtype=``: None or a supported torch.dtype (TypeError otherwise)."""
+    if dtype is not None and dtype not in _SUPPORTED:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
+        raise TypeError(f"dtype {dtype} is not supported; expected one of {_SUPPORTED_NAMES}")
+
+
 @torch_functions_off
 def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
                dtype: Optional[torch.dtype] = None, sort: bool = True) -> Plan:
@@ -198,12 +216,13 @@ def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     With ``sort=False`` (padding) no permutation is made and zero-length samples are
     allowed.
     """
-    seqs = _as_batch(sequences)
     order = "none" if not sort else ("sorted" if enforce_sorted else "sort")
-    if dtype is not None and dtype not in _SUPPORTED:
-        if not isinstance(dtype, torch.dtype):
-            raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
-        raise TypeError(f"dtype {dtype} is not supported; expected one of {_SUPPORTED_NAMES}")
+    planner = BATCH_PLANNERS.get(type(sequences))
+    if planner is not None:     # a selection from a flat store (fastcollate.store)
+        check_dtype(dtype)
+        return planner(sequences, order, dtype)
+    seqs = _as_batch(sequences)
+    check_dtype(dtype)
     # Dispatch on the first sample; each fast path checks every sample's kind itself
     # and returns None for anything it does not handle.
     first = seqs[0]
@@ -561,6 +580,12 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
                          plan.list_code, plan.list_lo, plan.list_hi, plan.list_cast)
         if plan.list_via is not None:
             dst.copy_(target)
+        return out
+    if plan.convert:
+        check_list_code(plan.convert[1:], dst)
+        _store.convert_packed(plan.convert[0], plan.convert[1], plan.require_ptrs(),
+                              plan.lengths, plan.sorted_indices, math.prod(plan.row),
+                              dst.data_ptr(), plan.total)
         return out
     _core.scatter(plan.require_ptrs(), plan.lengths, plan.sorted_indices, plan.batch_sizes,
                   plan.row_bytes, dst.data_ptr(), **plan.source_checks())

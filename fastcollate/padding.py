@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence, Tuple, Union, cast
 import numpy as np
 import torch
 
-from . import _core
+from . import _core, _store
 from .packing import Plan, check_list_code, check_out, plan_batch, torch_functions_off
 
 __all__ = ["pad", "padded_length", "padded_shape", "write_padded", "check_padding_side",
@@ -110,6 +110,13 @@ def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
     _check_padding_value(padding_value, plan.dtype)
     if plan.flat is not None:
         dst.copy_(padded_by_torch(plan, T, batch_first, padding_value, left))
+        return out
+    if plan.convert:               # a store's rows, converted while copying
+        check_list_code(plan.convert[1:], dst)
+        pad = _pad_element(padding_value, plan.dtype) or bytes(dst.element_size())
+        _store.convert_padded(plan.convert[0], plan.convert[1], plan.require_ptrs(),
+                              plan.lengths, T, math.prod(plan.row), dst.data_ptr(), B * T,
+                              batch_first, left, pad)
         return out
     if plan.lists is None:
         _core.pad_scatter(plan.require_ptrs(), plan.lengths, T, plan.row_bytes,
