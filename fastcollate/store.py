@@ -240,6 +240,20 @@ class RaggedArray:
         return lengths, ptrs, [self.values]
 
 
+def _checked_indices(indices: Any, n: int, what: str) -> np.ndarray:
+    """A private, read-only int64 copy of ``indices``, each in ``0 .. n - 1``
+    (IndexError naming the first that is not)."""
+    if isinstance(indices, torch.Tensor):
+        indices = indices.detach().cpu().numpy()
+    idx = np.array(_store.as_indices(indices), dtype=np.int64)
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        k = int(np.flatnonzero((idx < 0) | (idx >= n))[0])
+        raise IndexError(f"index {int(idx[k])} (position {k}) is out of range for {what} "
+                         f"of {n} samples (0..{n - 1}; negative indices are refused)")
+    idx.flags.writeable = False
+    return idx
+
+
 class RaggedBatch(SequenceABC):
     """Samples ``indices`` of a store, not yet read: what ``store[indices]`` returns.
 
@@ -253,18 +267,8 @@ class RaggedBatch(SequenceABC):
     def __init__(self, store: Any, indices: Any):
         if not isinstance(store, (RaggedArray, ChunkedRaggedArray)):
             raise TypeError(f"store must be a RaggedArray, got {type(store).__name__}")
-        if isinstance(indices, torch.Tensor):
-            indices = indices.detach().cpu().numpy()
-        idx = np.array(_store.as_indices(indices), dtype=np.int64)   # a private copy
-        n = len(store)
-        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
-            k = int(np.flatnonzero((idx < 0) | (idx >= n))[0])
-            raise IndexError(f"index {int(idx[k])} (position {k}) is out of range for a "
-                             f"store of {n} samples (0..{n - 1}; negative indices are "
-                             "refused)")
-        idx.flags.writeable = False
         self.store = store
-        self.indices = idx
+        self.indices = _checked_indices(indices, len(store), "a store")
 
     def __len__(self) -> int:
         return self.indices.shape[0]
@@ -290,7 +294,14 @@ def _plan_selection(batch: RaggedBatch, order: str, dtype: Optional[torch.dtype]
     if len(batch) == 0:
         raise ValueError("cannot pack an empty batch: expected at least one sample")
     lengths, ptrs, keep = store.sources(batch.indices)
-    bs, si, ui = _sorted(lengths, order)
+    try:
+        bs, si, ui = _sorted(lengths, order)
+    except ValueError as e:             # name the store's sample too
+        zeros = np.flatnonzero(lengths == 0)
+        k = int(zeros[0]) if zeros.size else -1
+        if k < 0 or f"sample {k} has length 0" not in str(e):
+            raise
+        raise ValueError(f"{e} (store sample {int(batch.indices[k])})") from e
     target = store.dtype if dtype is None else dtype
     source = _NP_TO_TORCH[store.values_dtype]
     plan = Plan(lengths, store.row, target, bs, si, ui, ptrs=ptrs, keep=keep)
@@ -376,12 +387,7 @@ class ChunkedRaggedArray:
                 f"of shape {self.row} {self.values_dtype}, dtype={self.dtype})")
 
     def sources(self, indices: Any) -> Tuple[np.ndarray, np.ndarray, List[Any]]:
-        idx = _store.as_indices(indices)
-        n = len(self)
-        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
-            k = int(np.flatnonzero((idx < 0) | (idx >= n))[0])
-            raise IndexError(f"index {int(idx[k])} (position {k}) is out of range for a "
-                             f"store of {n} samples")
+        idx = _checked_indices(indices, len(self), "a store")
         which = np.searchsorted(self.starts, idx, side="right") - 1
         lengths = np.empty(idx.shape[0], dtype=np.int64)
         ptrs = np.empty(idx.shape[0], dtype=np.int64)
@@ -425,6 +431,12 @@ def _as_field(key: Any, value: Any, n: Optional[int]) -> Any:
         raise ValueError(f"field {key!r} has {len(field)} samples, but the first field has "
                          f"{n}: every field must have one entry per sample")
     return field
+
+
+def _sample(store: _Store, i: int) -> np.ndarray:
+    rows = store[i]
+    target = _TORCH_TO_NP.get(store.dtype)
+    return rows if target is None or rows.dtype == target else rows.astype(target)
 
 
 class StoreDataset(torch.utils.data.Dataset):
@@ -505,7 +517,10 @@ class StoreDataset(torch.utils.data.Dataset):
         return tuple(values.values())
 
     def __getitem__(self, i: int) -> Any:
-        return self._record({k: f[i] for k, f in self.fields.items()})
+        """Sample ``i``: views into the stores (copies in the store's ``dtype`` where it
+        is not the values' own), per-sample array entries for the other fields."""
+        return self._record({k: f[i] if isinstance(f, np.ndarray) else _sample(f, i)
+                             for k, f in self.fields.items()})
 
     def __getitems__(self, indices: Any) -> "StoreBatch":
         return StoreBatch(self, indices)
@@ -524,17 +539,8 @@ class StoreBatch(SequenceABC):
     """
 
     def __init__(self, dataset: StoreDataset, indices: Any):
-        if isinstance(indices, torch.Tensor):
-            indices = indices.detach().cpu().numpy()
-        idx = np.array(_store.as_indices(indices), dtype=np.int64)
-        n = len(dataset)
-        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
-            k = int(np.flatnonzero((idx < 0) | (idx >= n))[0])
-            raise IndexError(f"index {int(idx[k])} (position {k}) is out of range for a "
-                             f"dataset of {n} samples")
-        idx.flags.writeable = False
         self.dataset = dataset
-        self.indices = idx
+        self.indices = _checked_indices(indices, len(dataset), "a dataset")
 
     def __len__(self) -> int:
         return self.indices.shape[0]
