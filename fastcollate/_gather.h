@@ -22,19 +22,24 @@ static void NAME##_packed(char *out_, const char *const *srcs, const int64_t *le
                           const int64_t *offsets, int64_t B, int64_t row)             \
 {                                                                                      \
     D *out = (D *)out_;                                                                \
+    if (row == 1) {     /* one element a row: write the output in order, step by step */ \
+        int64_t active = B;                                                            \
+        for (int64_t t = 0; t < lens[0]; t++) {                                        \
+            while (active > 0 && lens[active - 1] <= t) active--;                      \
+            D *o = out + offsets[t];                                                   \
+            const int64_t at = t * (int64_t)sizeof(S);                                 \
+            for (int64_t r = 0; r < active; r++)                                       \
+                o[r] = (D)FC_LOAD(S, srcs[r] + at);                                    \
+        }                                                                              \
+        return;                                                                        \
+    }                                                                                  \
     for (int64_t r = 0; r < B; r++) {                                                  \
         const char *src = srcs[r];                                                     \
-        int64_t len = lens[r];                                                         \
-        if (row == 1) {                                                                \
-            for (int64_t t = 0; t < len; t++)                                          \
-                out[offsets[t] + r] = (D)FC_LOAD(S, src + t * sizeof(S));              \
-        } else {                                                                       \
-            for (int64_t t = 0; t < len; t++) {                                        \
-                D *o = out + (offsets[t] + r) * row;                                   \
-                const char *s = src + t * row * (int64_t)sizeof(S);                    \
-                for (int64_t e = 0; e < row; e++)                                      \
-                    o[e] = (D)FC_LOAD(S, s + e * sizeof(S));                           \
-            }                                                                          \
+        for (int64_t t = 0; t < lens[r]; t++) {                                        \
+            D *o = out + (offsets[t] + r) * row;                                       \
+            const char *s = src + t * row * (int64_t)sizeof(S);                        \
+            for (int64_t e = 0; e < row; e++)                                          \
+                o[e] = (D)FC_LOAD(S, s + e * sizeof(S));                               \
         }                                                                              \
     }                                                                                  \
 }                                                                                      \

@@ -113,6 +113,25 @@ def as_indices(indices):
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+def checked_indices(indices, int64_t n, str what="a store"):
+    """A private, read-only int64 copy of ``indices`` (1-D integers), each in
+    ``0 .. n - 1``: IndexError naming the position of the first that is not."""
+    src = as_indices(indices)
+    cdef cnp.ndarray out = np.array(src, dtype=np.int64, copy=True)
+    cdef const int64_t[::1] idx = out
+    cdef Py_ssize_t k, bad = -1
+    with nogil:
+        for k in range(idx.shape[0]):
+            if idx[k] < 0 or idx[k] >= n:
+                bad = k
+                break
+    if bad >= 0:
+        raise IndexError(f"index {idx[bad]} (position {bad}) is out of range for {what} of "
+                         f"{n} samples (0..{n - 1}; negative indices are refused)")
+    out.flags.writeable = False
+    return out
+
+
 def can_convert(str src, str dst):
     """Whether a converting copy from element code ``src`` to ``dst`` exists (codes:
     b B h H i I q Q for the integers, f d for float32/float64)."""

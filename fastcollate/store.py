@@ -154,6 +154,7 @@ class RaggedArray:
         check_dtype(dtype)
         self.dtype: torch.dtype = _NP_TO_TORCH[self.values.dtype] if dtype is None else dtype
         self._lengths: Optional[np.ndarray] = None
+        self._base: Optional[Tuple[int, int]] = None
 
     @classmethod
     def _trusted(cls, values: np.ndarray, offsets: np.ndarray,
@@ -161,6 +162,7 @@ class RaggedArray:
         """A store made from checked parts (a slice of a checked store): no O(n) pass."""
         self = cls.__new__(cls)
         self.values, self.offsets, self.dtype, self._lengths = values, offsets, dtype, None
+        self._base = None
         return self
 
     @property
@@ -234,9 +236,12 @@ class RaggedArray:
     def sources(self, indices: Any) -> Tuple[np.ndarray, np.ndarray, List[Any]]:
         """Lengths, first-row addresses and the owners of that memory, for the samples
         ``indices`` (IndexError for an index outside ``0 .. len - 1``)."""
-        row_bytes = self.values.itemsize * math.prod(self.row)
-        lengths, ptrs = _store.select(self.offsets, indices, self.values.shape[0],
-                                      self.values.ctypes.data, row_bytes)
+        if self._base is None:      # fixed while the store holds the array
+            self._base = (self.values.ctypes.data,
+                          self.values.itemsize * math.prod(self.row))
+        base, row_bytes = self._base
+        lengths, ptrs = _store.select(self.offsets, indices, self.values.shape[0], base,
+                                      row_bytes)
         return lengths, ptrs, [self.values]
 
 
@@ -245,13 +250,7 @@ def _checked_indices(indices: Any, n: int, what: str) -> np.ndarray:
     (IndexError naming the first that is not)."""
     if isinstance(indices, torch.Tensor):
         indices = indices.detach().cpu().numpy()
-    idx = np.array(_store.as_indices(indices), dtype=np.int64)
-    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
-        k = int(np.flatnonzero((idx < 0) | (idx >= n))[0])
-        raise IndexError(f"index {int(idx[k])} (position {k}) is out of range for {what} "
-                         f"of {n} samples (0..{n - 1}; negative indices are refused)")
-    idx.flags.writeable = False
-    return idx
+    return _store.checked_indices(indices, n, what)
 
 
 class RaggedBatch(SequenceABC):
@@ -304,10 +303,15 @@ def _plan_selection(batch: RaggedBatch, order: str, dtype: Optional[torch.dtype]
         raise ValueError(f"{e} (store sample {int(batch.indices[k])})") from e
     target = store.dtype if dtype is None else dtype
     source = _NP_TO_TORCH[store.values_dtype]
-    plan = Plan(lengths, store.row, target, bs, si, ui, ptrs=ptrs, keep=keep)
-    if target == source:
-        return plan
+    row = store.row
+    plan = Plan(lengths, row, target, bs, si, ui, ptrs=ptrs, keep=keep)
     src_code = _CODES.get(store.values_dtype, "")
+    if target == source:
+        # token ids (one element a row): the kernel that writes the output in order
+        # beats the row scatter there; wider rows take the scatter, tuned for them
+        if row == () and _store.can_convert(src_code, src_code):
+            plan.convert = src_code + src_code
+        return plan
     dst_code = _CODES.get(np.dtype(_TORCH_TO_NP[target]), "") if target in _TORCH_TO_NP else ""
     if src_code and dst_code and _store.can_convert(src_code, dst_code):
         plan.convert = src_code + dst_code
