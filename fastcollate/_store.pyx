@@ -53,17 +53,25 @@ def check_offsets(const int64_t[::1] offsets, int64_t n_rows, str what="offsets"
                             if offsets[n - 1] > n_rows else ""))
 
 
-def select(const int64_t[::1] offsets, indices, int64_t n_rows, uintptr_t base,
-           int64_t row_bytes):
-    """Lengths and first-row addresses of the samples ``indices`` of a store whose
-    values (``n_rows`` rows of ``row_bytes`` bytes) start at ``base``.
+def select(const int64_t[::1] offsets, indices, cnp.ndarray values):
+    """Lengths and first-row addresses of the samples ``indices`` of a store whose rows
+    are the leading dimension of ``values`` (a C-contiguous array; its address, row
+    count and row size are read from the array itself, now).
 
     ``indices`` must be integers in ``0 .. len(offsets) - 2`` (IndexError naming the
     position of the first that is not). The offsets of every selected sample are checked
-    again (``0 <= offsets[i] <= offsets[i + 1] <= n_rows``): an address returned here
+    again (``0 <= offsets[i] <= offsets[i + 1] <= rows``): an address returned here
     never points outside the values, whatever was done to the table since it was
     validated. Returns ``(lengths, ptrs)``, int64 arrays in the order of ``indices``.
     """
+    if not cnp.PyArray_IS_C_CONTIGUOUS(values) or cnp.PyArray_NDIM(values) < 1:
+        raise ValueError("values must be a C-contiguous array with at least one dimension")
+    cdef int64_t n_rows = cnp.PyArray_DIM(values, 0)
+    cdef int64_t row_bytes = cnp.PyArray_ITEMSIZE(values)
+    cdef int d
+    for d in range(1, cnp.PyArray_NDIM(values)):
+        row_bytes *= cnp.PyArray_DIM(values, d)
+    cdef uintptr_t base = <uintptr_t>cnp.PyArray_DATA(values)
     cdef const int64_t[::1] idx = as_indices(indices)
     cdef Py_ssize_t B = idx.shape[0], k
     cdef int64_t n = offsets.shape[0] - 1, i, a, b, bad = -1

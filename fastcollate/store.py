@@ -154,7 +154,6 @@ class RaggedArray:
         check_dtype(dtype)
         self.dtype: torch.dtype = _NP_TO_TORCH[self.values.dtype] if dtype is None else dtype
         self._lengths: Optional[np.ndarray] = None
-        self._base: Optional[Tuple[int, int]] = None
 
     @classmethod
     def _trusted(cls, values: np.ndarray, offsets: np.ndarray,
@@ -162,7 +161,6 @@ class RaggedArray:
         """A store made from checked parts (a slice of a checked store): no O(n) pass."""
         self = cls.__new__(cls)
         self.values, self.offsets, self.dtype, self._lengths = values, offsets, dtype, None
-        self._base = None
         return self
 
     @property
@@ -236,13 +234,9 @@ class RaggedArray:
     def sources(self, indices: Any) -> Tuple[np.ndarray, np.ndarray, List[Any]]:
         """Lengths, first-row addresses and the owners of that memory, for the samples
         ``indices`` (IndexError for an index outside ``0 .. len - 1``)."""
-        if self._base is None:      # fixed while the store holds the array
-            self._base = (self.values.ctypes.data,
-                          self.values.itemsize * math.prod(self.row))
-        base, row_bytes = self._base
-        lengths, ptrs = _store.select(self.offsets, indices, self.values.shape[0], base,
-                                      row_bytes)
-        return lengths, ptrs, [self.values]
+        values = self.values
+        lengths, ptrs = _store.select(self.offsets, indices, values)
+        return lengths, ptrs, [values]
 
 
 def _checked_indices(indices: Any, n: int, what: str) -> np.ndarray:
@@ -285,6 +279,21 @@ class RaggedBatch(SequenceABC):
         return f"RaggedBatch({len(self)} samples of {self.store!r})"
 
 
+_HOW: Dict[Tuple[np.dtype, bool, torch.dtype], str] = {}
+
+
+def _copy_method(values: np.dtype, one_element: bool, target: torch.dtype) -> str:
+    """How rows of ``values`` become ``target``: "" (bytes as they are: the row
+    scatter), two element codes (a converting kernel) or "torch" (gather, then cast)."""
+    src = _CODES.get(values, "")
+    if target == _NP_TO_TORCH[values]:
+        # token ids (one element a row): the kernel that writes the output in order
+        # beats the row scatter there; wider rows take the scatter, tuned for them
+        return src + src if one_element and _store.can_convert(src, src) else ""
+    dst = _CODES.get(np.dtype(_TORCH_TO_NP[target]), "") if target in _TORCH_TO_NP else ""
+    return src + dst if src and dst and _store.can_convert(src, dst) else "torch"
+
+
 def _plan_selection(batch: RaggedBatch, order: str, dtype: Optional[torch.dtype]) -> Plan:
     """The plan of a store selection: lengths and addresses from the offsets (checked
     against the values' real size), the counting sort, and how to copy: bytes as they
@@ -302,19 +311,14 @@ def _plan_selection(batch: RaggedBatch, order: str, dtype: Optional[torch.dtype]
             raise
         raise ValueError(f"{e} (store sample {int(batch.indices[k])})") from e
     target = store.dtype if dtype is None else dtype
-    source = _NP_TO_TORCH[store.values_dtype]
     row = store.row
     plan = Plan(lengths, row, target, bs, si, ui, ptrs=ptrs, keep=keep)
-    src_code = _CODES.get(store.values_dtype, "")
-    if target == source:
-        # token ids (one element a row): the kernel that writes the output in order
-        # beats the row scatter there; wider rows take the scatter, tuned for them
-        if row == () and _store.can_convert(src_code, src_code):
-            plan.convert = src_code + src_code
-        return plan
-    dst_code = _CODES.get(np.dtype(_TORCH_TO_NP[target]), "") if target in _TORCH_TO_NP else ""
-    if src_code and dst_code and _store.can_convert(src_code, dst_code):
-        plan.convert = src_code + dst_code
+    key = (store.values_dtype, row == (), target)
+    how = _HOW.get(key)
+    if how is None:
+        how = _HOW[key] = _copy_method(*key)
+    if how != "torch":
+        plan.convert = how
         return plan
     # rare conversions (e.g. uint16 -> float32): the rows gathered, then torch's cast
     parts = [store.rows(int(i)) for i in batch.indices]
