@@ -568,7 +568,7 @@ class PackedCollate:
         samples = cast(Any, samples) if from_store else list(samples)
         if len(samples) == 0:
             raise ValueError("cannot collate an empty batch")
-        kind, keys, columns = (samples.columns() if from_store else
+        kind, keys, columns = (cast(Any, samples).columns() if from_store else
                                self._fields_of(samples))
         ragged = (self._store_ragged_keys(columns, keys) if from_store else
                   self._ragged_keys(columns, kind, keys))

@@ -424,15 +424,15 @@ _Store = Union[RaggedArray, ChunkedRaggedArray]
 
 
 def _as_field(key: Any, value: Any, n: Optional[int]) -> Any:
-    if isinstance(value, (RaggedArray, ChunkedRaggedArray)):
-        field = value
-    elif isinstance(value, (np.ndarray, torch.Tensor)):
-        field = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
-        if field.ndim == 0:
+    field: Any = value
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        if arr.ndim == 0:
             raise ValueError(f"field {key!r}: a per-sample array needs a leading dimension")
-        if field.dtype.newbyteorder("=") not in _NP_TO_TORCH:
-            raise TypeError(f"field {key!r}: dtype {field.dtype} is not supported")
-    else:
+        if np.dtype(arr.dtype).newbyteorder("=") not in _NP_TO_TORCH:
+            raise TypeError(f"field {key!r}: dtype {arr.dtype} is not supported")
+        field = arr
+    elif not isinstance(value, (RaggedArray, ChunkedRaggedArray)):
         raise TypeError(f"field {key!r} is a {type(value).__name__}; expected a "
                         "RaggedArray or a per-sample numpy array / tensor")
     if n is not None and len(field) != n:
@@ -723,7 +723,7 @@ def open_store(path: Union[str, os.PathLike], *, dtype: Optional[torch.dtype] = 
         if not os.path.exists(p):
             raise FileNotFoundError(f"{p} does not exist: is {path} a store "
                                     "(fastcollate.write_store)?")
-    mode = mmap_mode if mmap_mode is None or (
+    mode: Any = mmap_mode if mmap_mode is None or (
         os.path.getsize(vpath) > _HEADER_BYTES and os.path.getsize(opath) > _HEADER_BYTES
     ) else None
     values = np.load(vpath, mmap_mode=mode)
@@ -772,7 +772,7 @@ def build_store(text_path: str, out: str, *, tokenizer: str = "bytes",
                 f.write(w + b"\n")
     else:
         raise ValueError(f"tokenizer must be 'bytes' or 'whitespace', got {tokenizer!r}")
-    with open(os.path.join(out, "meta.json"), "w") as f:
+    with open(os.path.join(out, "meta.json"), "w") as meta:
         json.dump({"source": os.path.abspath(text_path), "tokenizer": tokenizer,
-                   "samples": len(store), "tokens": int(store.values.shape[0])}, f)
+                   "samples": len(store), "tokens": int(store.values.shape[0])}, meta)
     return store
