@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Mapping
 from collections.abc import Sequence as SequenceABC
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -247,7 +247,23 @@ def _checked_indices(indices: Any, n: int, what: str) -> np.ndarray:
     return _store.checked_indices(indices, n, what)
 
 
-class RaggedBatch(SequenceABC):
+class _Selection(SequenceABC):
+    """Items ``indices`` of a store or dataset, not yet read; a sequence of them."""
+
+    def __init__(self, source: Any, indices: Any, what: str):
+        self._source = source
+        self.indices = _checked_indices(indices, len(source), what)
+
+    def __len__(self) -> int:
+        return self.indices.shape[0]
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return cast(Any, type(self))(self._source, self.indices[k])   # subclass init
+        return self._source[int(self.indices[k])]
+
+
+class RaggedBatch(_Selection):
     """Samples ``indices`` of a store, not yet read: what ``store[indices]`` returns.
 
     :func:`fastcollate.pack`, :func:`fastcollate.pad` and
@@ -260,16 +276,11 @@ class RaggedBatch(SequenceABC):
     def __init__(self, store: Any, indices: Any):
         if not isinstance(store, (RaggedArray, ChunkedRaggedArray)):
             raise TypeError(f"store must be a RaggedArray, got {type(store).__name__}")
-        self.store = store
-        self.indices = _checked_indices(indices, len(store), "a store")
+        super().__init__(store, indices, "a store")
 
-    def __len__(self) -> int:
-        return self.indices.shape[0]
-
-    def __getitem__(self, k: Any) -> Any:
-        if isinstance(k, slice):
-            return RaggedBatch(self.store, self.indices[k])
-        return self.store[int(self.indices[k])]
+    @property
+    def store(self) -> Any:
+        return self._source
 
     @property
     def lengths(self) -> np.ndarray:
@@ -537,7 +548,7 @@ class StoreDataset(torch.utils.data.Dataset):
         return f"StoreDataset({len(self)} samples, fields {list(self.fields)})"
 
 
-class StoreBatch(SequenceABC):
+class StoreBatch(_Selection):
     """A batch of a :class:`StoreDataset`, not yet read: the dataset and the indices.
 
     :class:`fastcollate.PackedCollate` packs it from the stores in one pass per field.
@@ -547,16 +558,11 @@ class StoreBatch(SequenceABC):
     """
 
     def __init__(self, dataset: StoreDataset, indices: Any):
-        self.dataset = dataset
-        self.indices = _checked_indices(indices, len(dataset), "a dataset")
+        super().__init__(dataset, indices, "a dataset")
 
-    def __len__(self) -> int:
-        return self.indices.shape[0]
-
-    def __getitem__(self, k: Any) -> Any:
-        if isinstance(k, slice):
-            return StoreBatch(self.dataset, self.indices[k])
-        return self.dataset[int(self.indices[k])]
+    @property
+    def dataset(self) -> StoreDataset:
+        return self._source
 
     def columns(self) -> Tuple[str, List[Any], Dict[Any, Any]]:
         """(sample kind, field keys, key -> column): a :class:`RaggedBatch` for each

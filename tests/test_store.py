@@ -153,12 +153,16 @@ def test_pack_of_a_whole_store():
     _same_packed(pack(store), pack(list(store)))
 
 
+def _token_store(rng, n, max_len):
+    """n samples of 1..max_len uint16 token ids, packed as int64."""
+    offsets = np.concatenate([[0], np.cumsum(rng.integers(1, max_len, n))])
+    values = rng.integers(0, 30000, offsets[-1]).astype(np.uint16)
+    return RaggedArray(values, offsets, dtype=torch.int64), offsets
+
+
 def test_packed_collate_pack_and_pad_modes_equal_the_sample_path():
     rng = np.random.default_rng(2)
-    lengths = rng.integers(1, 20, 50)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    tokens = RaggedArray(rng.integers(0, 1000, offsets[-1]).astype(np.uint16), offsets,
-                         dtype=torch.int64)
+    tokens, offsets = _token_store(rng, 50, 20)
     frames = RaggedArray(rng.standard_normal((offsets[-1], 4)).astype(np.float32), offsets)
     labels = rng.integers(0, 5, 50)
     ds = StoreDataset({"x": tokens, "f": frames, "y": labels})
@@ -206,10 +210,7 @@ def test_store_batch_is_a_sequence_of_the_samples():
 
 def test_dataloader_with_bucket_sampler_equals_the_per_sample_dataset():
     rng = np.random.default_rng(3)
-    lengths = rng.integers(1, 30, 200)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    tokens = RaggedArray(rng.integers(0, 30000, offsets[-1]).astype(np.uint16), offsets,
-                         dtype=torch.int64)
+    tokens, _ = _token_store(rng, 200, 30)
     labels = rng.integers(0, 3, 200)
     ds = StoreDataset({"x": tokens, "y": labels})
 
