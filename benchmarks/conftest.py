@@ -21,12 +21,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         ours = {k: v for k, v in by_name.items() if "fastcollate" in k}
         for name, t_ours in ours.items():
             cells = [str(group), name.replace("test_", ""), f"{t_ours * 1e6:10.1f}"]
-            for kind in ("torch", "floor"):
+            for kind in ("torch", "listpath", "floor"):   # listpath: per-sample lists
                 refs = {k: v for k, v in by_name.items() if kind in k}
                 for rname, t_ref in refs.items():
-                    ratio = t_ref / t_ours if kind == "torch" else t_ours / t_ref
+                    ratio = t_ref / t_ours if kind != "floor" else t_ours / t_ref
                     cells.append(f"{rname.replace('test_', '')}={t_ref * 1e6:.1f}us "
-                                 f"({'speedup' if kind == 'torch' else 'vs floor'} "
+                                 f"({'speedup' if kind != 'floor' else 'vs floor'} "
                                  f"{ratio:.2f}x)")
             rows.append("  ".join(cells))
     terminalreporter.write_sep("=", "fastcollate ratios (median, torch single-threaded)")

@@ -9,6 +9,10 @@ PackedCollate(...), packed_collate, padded_collate: DataLoader collate_fn object
 to_device(batch, device, non_blocking=True): move nested batches (PackedSequence aware)
 BucketBatchSampler(lengths, *, max_tokens=None, batch_size=None, ...): length-bucketing
     batch_sampler (deterministic, resumable, distributed); padding_efficiency(lengths, batches)
+RaggedArray(values, offsets, dtype=None): a flat ragged store (np.memmap ok); pack(store[idx])
+    and pad(store[idx]) read a batch by indices in one pass; StoreDataset(fields) for the
+    DataLoader (batched fetch, no per-sample objects); write_store/open_store: on-disk format;
+    fastcollate.formats: Arrow columns and fairseq/Megatron indexed datasets.
 fastcollate.kernels: the low-level Cython kernels (scatter into a buffer you allocate).
 fastcollate.rnn: drop-ins for torch.nn.utils.rnn (pack_sequence, pad_sequence, ...).
 UnsortedError: unsorted input with enforce_sorted=True (a ValueError and a RuntimeError).
@@ -26,7 +30,11 @@ from .collate import PackedCollate, packed_collate, padded_collate, to_device
 from .sampler import BucketBatchSampler, PaddingStats, padding_efficiency
 from ._core import UnsortedError
 from . import kernels, rnn  # noqa: F401  (fastcollate.kernels, fastcollate.rnn)
+from .store import (ChunkedRaggedArray, RaggedArray, RaggedBatch, StoreBatch, StoreDataset,
+                    open_store, write_store)
 
 __all__ = ["__version__", "pack", "pack_lengths", "pad", "PackedCollate", "packed_collate",
            "padded_collate", "to_device", "BucketBatchSampler", "PaddingStats",
-           "padding_efficiency", "UnsortedError"]
+           "padding_efficiency", "UnsortedError",
+           "RaggedArray", "RaggedBatch", "ChunkedRaggedArray",
+           "StoreDataset", "StoreBatch", "write_store", "open_store"]

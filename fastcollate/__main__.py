@@ -12,6 +12,11 @@ DataLoader workers.
 ``python -m fastcollate bench --grid`` prints the scaling grid instead (batch size x
 mean length x row size x input kind, ratios to the copy floor and to a memcpy, and a
 fitted fixed / per-sample / per-byte cost line).
+
+``python -m fastcollate build-store TEXT OUT [--tokenizer bytes|whitespace]`` writes a
+memory-mapped store (``fastcollate.open_store(OUT)``) with one sample per non-empty
+line of TEXT: its UTF-8 bytes, or its whitespace-separated words (ids in
+``OUT/vocab.txt``).
 """
 from __future__ import annotations
 
@@ -78,8 +83,13 @@ def pack_table(budget: float = 0.25) -> List[str]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fastcollate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", choices=["demo", "bench"], default="demo",
-                        help="demo (default): train an LSTM; bench: the pack() table")
+    parser.add_argument("what", nargs="?", choices=["demo", "bench", "build-store"],
+                        default="demo", help="demo (default): train an LSTM; bench: the "
+                        "pack() table; build-store TEXT OUT: a store from a text file")
+    parser.add_argument("paths", nargs="*", help="build-store: the text file and the "
+                        "store directory to write")
+    parser.add_argument("--tokenizer", choices=["bytes", "whitespace"], default="bytes",
+                        help="build-store: UTF-8 bytes (default) or whitespace words")
     parser.add_argument("--steps", type=int, default=300, help="demo training steps")
     parser.add_argument("--batch-size", type=int, default=64, help="demo batch size")
     parser.add_argument("--budget", type=float, default=0.25,
@@ -89,6 +99,14 @@ def main(argv=None) -> None:
     parser.add_argument("--max-mb", type=float, default=128.0,
                         help="bench --grid: skip cells whose output exceeds this (MB)")
     args = parser.parse_args(argv)
+    if args.what == "build-store":
+        if len(args.paths) != 2:
+            parser.error("build-store needs two paths: TEXT OUT")
+        from .store import build_store
+        build_store(args.paths[0], args.paths[1], tokenizer=args.tokenizer)
+        return
+    if args.paths:
+        parser.error(f"unexpected arguments {args.paths}")
     if args.what == "demo":
         from ._demo import run
         run(steps=args.steps, batch_size=args.batch_size)

@@ -24,6 +24,7 @@ from torch.utils.data import get_worker_info
 from . import _core
 from .packing import (NotInts, Plan, new_output, packed_by_torch, plan_batch,
                       torch_functions_off, wrap_packed, write_plan)
+from .store import RaggedBatch, StoreBatch
 from .padding import (check_multiple, check_padding_side, padded_by_torch, padded_length,
                       padded_shape, write_padded)
 
@@ -571,11 +572,14 @@ class PackedCollate:
     def __call__(self, samples: Sequence[Any]):
         # a private copy: whatever another thread (or a sample's own methods) does to
         # the caller's list, every sample stays referenced until the batch is written
-        samples = list(samples)
+        from_store = type(samples) is StoreBatch   # StoreDataset.__getitems__: columns
+        samples = cast(Any, samples) if from_store else list(samples)
         if len(samples) == 0:
             raise ValueError("cannot collate an empty batch")
-        kind, keys, columns = self._fields_of(samples)
-        ragged = self._ragged_keys(columns, kind, keys)
+        kind, keys, columns = (cast(Any, samples).columns() if from_store else
+                               self._fields_of(samples))
+        ragged = (self._store_ragged_keys(columns, keys) if from_store else
+                  self._ragged_keys(columns, kind, keys))
         self._check_dtype_keys(keys, ragged)
         if kind == "dict" and (self.lengths or self.mask):
             self._check_extra_keys(keys, ragged)
@@ -584,7 +588,8 @@ class PackedCollate:
             fields[key] = self._plan_field(columns[key], key, kind, defer=True)
         self._check_groups(fields)
         try:
-            fixed = {k: _collate_fixed(columns[k], repr(k)) for k in keys if k not in fields}
+            fixed = {k: columns[k] if from_store else _collate_fixed(columns[k], repr(k))
+                     for k in keys if k not in fields}
         except RecursionError as e:    # a dict or list field that contains itself
             raise ValueError("a non-ragged field is nested too deeply (does a sample "
                              "contain itself?)") from e
@@ -595,7 +600,15 @@ class PackedCollate:
             except _NotIntsIn as e:     # a field of int-looking lists held other numbers
                 fields[e.key] = self._plan_field(columns[e.key], e.key, kind, defer=False)
                 self._check_groups(fields)
-        return self._assemble(samples[0], kind, keys, fields, out)
+        return self._assemble(() if from_store else samples[0], kind, keys, fields, out)
+
+    def _store_ragged_keys(self, columns: Dict[Key, Any], keys: List[Key]) -> List[Key]:
+        """A store batch's ragged fields are its stores; ``ragged=`` must name them all."""
+        ragged = [k for k in keys if isinstance(columns[k], RaggedBatch)]
+        if self.ragged is not None and set(self.ragged) != set(ragged):
+            raise ValueError(f"ragged={list(self.ragged)}, but the dataset's ragged fields "
+                             f"(its stores) are {ragged}")
+        return ragged
 
     def _plan_field(self, column: list, key: Key, kind: str, defer: bool) -> "_Field":
         """Plan one ragged field. Lists of ints are planned from their lengths and read

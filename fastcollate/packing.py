@@ -12,13 +12,13 @@ import functools
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, cast
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _cast, _core
+from . import _cast, _core, _store
 
 __all__ = ["pack", "pack_lengths", "Plan", "NotInts", "plan_batch", "write_plan", "wrap_packed", "check_out",
            "new_output", "torch_functions_off"]
@@ -133,6 +133,9 @@ class Plan:
         anything but ints there, it raises :class:`NotInts` and the caller re-plans.
     cast_from : the dtype of the rows at ``ptrs`` when it is not ``dtype``: they are
         converted inside the copy (:mod:`fastcollate._cast`; exact conversions only).
+    convert : two element codes (source, target; ``fastcollate._store.can_convert``)
+        when ``ptrs`` point at rows of another type, converted while copying (a flat
+        store's uint16 token ids written as int64); empty otherwise.
     """
 
     lengths: np.ndarray
@@ -154,6 +157,7 @@ class Plan:
     storages: Optional[np.ndarray] = None
     deferred_ints: bool = False
     cast_from: Optional[torch.dtype] = None
+    convert: str = ""
 
     def source_checks(self) -> dict:
         """Keyword arguments for the kernels that read ``ptrs``: the tensor storages
@@ -215,6 +219,17 @@ def _as_batch(sequences: Any, verb: str = "pack") -> list:
 class NotInts(Exception):
     """A ``defer_ints`` plan's lists hold something other than ints: plan again
     without ``defer_ints`` (which infers their dtype, or names the bad element)."""
+# Batch types other than lists that plan themselves (exact type -> planner(batch, order,
+# dtype)), registered by the modules that define them (fastcollate.store).
+BATCH_PLANNERS: Dict[type, Callable[[Any, str, Optional[torch.dtype]], Plan]] = {}
+
+
+def check_dtype(dtype: Any) -> None:
+    """``dtype=``: None or a supported torch.dtype (TypeError otherwise)."""
+    if dtype is not None and dtype not in _SUPPORTED:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
+        raise TypeError(f"dtype {dtype} is not supported; expected one of {_SUPPORTED_NAMES}")
 
 
 @torch_functions_off
@@ -229,12 +244,13 @@ def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     the output it is given (no temporary of the output's size); it raises
     :class:`NotInts` if they hold anything else, and the caller plans again without.
     """
-    seqs = _as_batch(sequences, "pack" if sort else "pad")
     order = "none" if not sort else ("sorted" if enforce_sorted else "sort")
-    if dtype is not None and dtype not in _SUPPORTED:
-        if not isinstance(dtype, torch.dtype):
-            raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
-        raise TypeError(f"dtype {dtype} is not supported; expected one of {_SUPPORTED_NAMES}")
+    planner = BATCH_PLANNERS.get(type(sequences))
+    if planner is not None:     # a selection from a flat store (fastcollate.store)
+        check_dtype(dtype)
+        return planner(sequences, order, dtype)
+    seqs = _as_batch(sequences, "pack" if sort else "pad")
+    check_dtype(dtype)
     # Dispatch on the first sample; each fast path checks every sample's kind itself
     # and returns None for anything it does not handle.
     first = seqs[0]
@@ -633,6 +649,12 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
     if plan.cast_from is not None:
         cast_into(plan, dst, _ranks(plan.unsorted_indices, len(plan.lengths)),
                   _core.offsets_of(plan.batch_sizes), plan.total)
+        return out
+    if plan.convert:
+        check_list_code(plan.convert[1:], dst)
+        _store.convert_packed(plan.convert[0], plan.convert[1], plan.require_ptrs(),
+                              plan.lengths, plan.sorted_indices, math.prod(plan.row),
+                              dst.data_ptr(), plan.total)
         return out
     _core.scatter(plan.require_ptrs(), plan.lengths, plan.sorted_indices, plan.batch_sizes,
                   plan.row_bytes, dst.data_ptr(), **plan.source_checks())

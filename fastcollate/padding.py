@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence, Tuple, Union, cast
 import numpy as np
 import torch
 
-from . import _core
+from . import _core, _store
 from .packing import (Plan, cast_into, check_list_code, check_out, new_output, plan_batch,
                       torch_functions_off)
 
@@ -119,6 +119,13 @@ def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
                           dst.data_ptr(), batch_first, left,
                           _pad_element(padding_value, plan.dtype))
         cast_into(plan, dst, *_slots(plan.lengths, T, batch_first, left), B * T)
+        return out
+    if plan.convert:               # a store's rows, converted while copying
+        check_list_code(plan.convert[1:], dst)
+        pad = _pad_element(padding_value, plan.dtype) or bytes(dst.element_size())
+        _store.convert_padded(plan.convert[0], plan.convert[1], plan.require_ptrs(),
+                              plan.lengths, T, math.prod(plan.row), dst.data_ptr(), B * T,
+                              batch_first, left, pad)
         return out
     if plan.lists is None:
         _core.pad_scatter(plan.require_ptrs(), plan.lengths, T, plan.row_bytes,

@@ -1,12 +1,15 @@
 """The examples in the docstrings run and print what they say."""
 import doctest
 import importlib
+import importlib.util
 
 import pytest
 
 MODULES = ["fastcollate.packing", "fastcollate.padding", "fastcollate.collate",
            "fastcollate.rnn", "fastcollate._cast", "fastcollate.kernels", "fastcollate.sampler", "fastcollate._core",
-           "fastcollate._sampler"]
+           "fastcollate._sampler", "fastcollate.store"]
+if importlib.util.find_spec("pyarrow") is not None:    # the optional [arrow] extra
+    MODULES.append("fastcollate.formats")
 
 
 @pytest.mark.parametrize("name", MODULES)
