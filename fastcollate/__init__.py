@@ -9,6 +9,10 @@ PackedCollate(...), packed_collate, padded_collate: DataLoader collate_fn object
 to_device(batch, device, non_blocking=True): move nested batches (PackedSequence aware)
 BucketBatchSampler(lengths, *, max_tokens=None, batch_size=None, ...): length-bucketing
     batch_sampler (deterministic, resumable, distributed); padding_efficiency(lengths, batches)
+flatten(sequences, *, position_ids=False, labels=None, nested=False, ...) -> FlatSequence:
+    concatenation + cu_seqlens/max_seqlen for attention models (varlen, torch.nested)
+pack_rows(sequences, max_length, ...) -> PackedRows: whole samples into fixed-length rows
+FlatteningCollator(...): drop-in for transformers.DataCollatorWithFlattening
 fastcollate.kernels: the low-level Cython kernels (scatter into a buffer you allocate).
 """
 try:
@@ -22,8 +26,10 @@ from .packing import pack, pack_lengths
 from .padding import pad
 from .collate import PackedCollate, packed_collate, padded_collate, to_device
 from .sampler import BucketBatchSampler, PaddingStats, padding_efficiency
+from .flat import FlatSequence, FlatteningCollator, PackedRows, flatten, pack_rows
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "pack", "pack_lengths", "pad", "PackedCollate", "packed_collate",
            "padded_collate", "to_device", "BucketBatchSampler", "PaddingStats",
-           "padding_efficiency"]
+           "padding_efficiency", "flatten", "pack_rows", "FlatSequence", "PackedRows",
+           "FlatteningCollator"]

@@ -26,6 +26,7 @@ from .packing import (Plan, packed_by_torch, plan_batch, torch_functions_off, wr
                       write_plan)
 from .padding import (check_multiple, check_padding_side, padded_by_torch, padded_length,
                       padded_shape, write_padded)
+from .flat import check_flat_options, flat_specs, plan_flat, write_flat_field
 
 __all__ = ["PackedCollate", "packed_collate", "padded_collate", "to_device"]
 
@@ -349,8 +350,14 @@ class PackedCollate:
         By default a field is ragged if it is a tensor/array with >= 1 dimension or a
         list/tuple; numbers, 0-d tensors, strings... are not. A bare sequence sample is
         always ragged.
-    mode : {"pack", "pad"}
-        Ragged fields become ``PackedSequence`` (default) or padded tensors.
+    mode : {"pack", "pad", "flat"}
+        Ragged fields become ``PackedSequence`` (default), padded tensors, or
+        :class:`fastcollate.FlatSequence` (concatenated in input order, with
+        ``cu_seqlens`` and ``max_seqlen``: the varlen layout of attention models).
+    flat : dict, optional
+        Flat mode: the options of :func:`fastcollate.flatten` (``offsets_dtype``,
+        ``position_ids``, ``segment_ids``, ``labels``, ``ignore_index``, ``nested``),
+        for every ragged field.
     groups : iterable of tuples of keys
         Fields that must have equal lengths in each sample (inputs and per-step
         targets), e.g. ``groups=[("x", "y")]``. Fields of equal lengths get the same
@@ -416,9 +423,12 @@ class PackedCollate:
                  enforce_sorted: bool = False, batch_first: bool = True,
                  padding_value: Union[int, float] = 0, padding_side: str = "right",
                  pad_to_multiple_of: Optional[int] = None, pin_memory: bool = False,
-                 shared_memory: Optional[bool] = None, one_block: bool = True):
-        if mode not in ("pack", "pad"):
-            raise ValueError(f"mode must be 'pack' or 'pad', got {mode!r}")
+                 shared_memory: Optional[bool] = None, one_block: bool = True,
+                 flat: Optional[Dict[str, Any]] = None):
+        if mode not in ("pack", "pad", "flat"):
+            raise ValueError(f"mode must be 'pack', 'pad' or 'flat', got {mode!r}")
+        if flat is not None and mode != "flat":
+            raise ValueError("flat= options need mode='flat'")
         if mask and mode != "pad":
             raise ValueError("mask=True needs mode='pad'")
         check_padding_side(padding_side)
@@ -438,6 +448,7 @@ class PackedCollate:
         self.pin_memory = pin_memory
         self.shared_memory = shared_memory
         self.one_block = one_block
+        self.flat = check_flat_options(flat) if mode == "flat" else None
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -574,8 +585,11 @@ class PackedCollate:
         fields: Dict[Key, _Field] = {}
         for key in ragged:
             try:
-                plan = plan_batch(columns[key], enforce_sorted=self.enforce_sorted,
-                                  dtype=self._dtype_for(key), sort=self.mode == "pack")
+                if self.mode == "flat":
+                    plan = plan_flat(columns[key], self._dtype_for(key))
+                else:
+                    plan = plan_batch(columns[key], enforce_sorted=self.enforce_sorted,
+                                      dtype=self._dtype_for(key), sort=self.mode == "pack")
             except (ValueError, TypeError, OverflowError) as e:
                 if kind == "bare":
                     raise
@@ -632,7 +646,10 @@ class PackedCollate:
         for key, f in fields.items():
             p = f.plan
             B = len(p.lengths)
-            if key in host_fields:
+            if self.flat is not None:
+                for name, shape, dtype in flat_specs(p, self.flat):
+                    want(key, name, shape, dtype)
+            elif key in host_fields:
                 if self.mode == "pack":
                     want(key, "data", p.shape, p.dtype)
                 else:
@@ -653,7 +670,10 @@ class PackedCollate:
         out: Dict[Tuple[Key, str], Any] = dict(zip(names, views))
         for key, f in fields.items():
             p = f.plan
-            if key in host_fields:
+            if self.flat is not None:
+                out[key, "data"] = write_flat_field(
+                    p, self.flat, {n: out[key, n] for n, _, _ in flat_specs(p, self.flat)})
+            elif key in host_fields:
                 if self.mode == "pack":
                     write_plan(p, out[key, "data"], _trusted=True)
                 else:
@@ -689,6 +709,8 @@ class PackedCollate:
     def _ragged_value(self, key: Key, f: _Field, out: Dict) -> Any:
         if self.mode == "pad":
             return out[key, "data"]
+        if self.flat is not None:
+            return out[key, "data"].nested() if self.flat["nested"] else out[key, "data"]
         if (key, "sorted_indices") in out or f.plan.sorted_indices is None:
             return PackedSequence._make((out[key, "data"], out[key, "batch_sizes"],
                                          out.get((key, "sorted_indices")),
