@@ -26,7 +26,7 @@ from .packing import (Plan, packed_by_torch, plan_batch, torch_functions_off, wr
                       write_plan)
 from .padding import (check_multiple, check_padding_side, padded_by_torch, padded_length,
                       padded_shape, write_padded)
-from .flat import check_flat_options, flat_specs, plan_flat, write_flat_field
+from .flat import check_collate_flat, flat_options_for, flat_specs, plan_flat, write_flat_field
 
 __all__ = ["PackedCollate", "packed_collate", "padded_collate", "to_device"]
 
@@ -356,8 +356,9 @@ class PackedCollate:
         ``cu_seqlens`` and ``max_seqlen``: the varlen layout of attention models).
     flat : dict, optional
         Flat mode: the options of :func:`fastcollate.flatten` (``offsets_dtype``,
-        ``position_ids``, ``segment_ids``, ``labels``, ``ignore_index``, ``nested``),
-        for every ragged field.
+        ``position_ids``, ``segment_ids``, ``labels``, ``ignore_index``, ``nested``)
+        for every ragged field, or a dict of field key -> such options (fields it
+        does not name get the defaults), e.g. ``{"input_ids": {"labels": "shift"}}``.
     groups : iterable of tuples of keys
         Fields that must have equal lengths in each sample (inputs and per-step
         targets), e.g. ``groups=[("x", "y")]``. Fields of equal lengths get the same
@@ -448,7 +449,7 @@ class PackedCollate:
         self.pin_memory = pin_memory
         self.shared_memory = shared_memory
         self.one_block = one_block
-        self.flat = check_flat_options(flat) if mode == "flat" else None
+        self.flat = check_collate_flat(flat) if mode == "flat" else None
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -563,6 +564,9 @@ class PackedCollate:
                                      f"field {made[name]!r} and field {k!r}")
                 made[name] = k
 
+    def _flat_for(self, key: Key, fields: Dict[Key, Any]) -> Dict[str, Any]:
+        return flat_options_for(cast(Dict[Any, Dict[str, Any]], self.flat), key, list(fields))
+
     def _dtype_for(self, key: Key) -> Optional[torch.dtype]:
         if isinstance(self.dtype, Mapping):
             return self.dtype.get(key)
@@ -647,7 +651,7 @@ class PackedCollate:
             p = f.plan
             B = len(p.lengths)
             if self.flat is not None:
-                for name, shape, dtype in flat_specs(p, self.flat):
+                for name, shape, dtype in flat_specs(p, self._flat_for(key, fields)):
                     want(key, name, shape, dtype)
             elif key in host_fields:
                 if self.mode == "pack":
@@ -671,8 +675,10 @@ class PackedCollate:
         for key, f in fields.items():
             p = f.plan
             if self.flat is not None:
-                out[key, "data"] = write_flat_field(
-                    p, self.flat, {n: out[key, n] for n, _, _ in flat_specs(p, self.flat)})
+                opts = self._flat_for(key, fields)
+                flat = write_flat_field(p, opts, {n: out[key, n]
+                                                  for n, _, _ in flat_specs(p, opts)})
+                out[key, "data"] = flat.nested() if opts["nested"] else flat
             elif key in host_fields:
                 if self.mode == "pack":
                     write_plan(p, out[key, "data"], _trusted=True)
@@ -710,7 +716,7 @@ class PackedCollate:
         if self.mode == "pad":
             return out[key, "data"]
         if self.flat is not None:
-            return out[key, "data"].nested() if self.flat["nested"] else out[key, "data"]
+            return out[key, "data"]
         if (key, "sorted_indices") in out or f.plan.sorted_indices is None:
             return PackedSequence._make((out[key, "data"], out[key, "batch_sizes"],
                                          out.get((key, "sorted_indices")),

@@ -10,7 +10,8 @@ order, to its place (kernels in :mod:`fastcollate._flat`).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ class PackedRows(NamedTuple):
     efficiency: float
 
 
-def check_flat_options(options: Optional[Dict[str, Any]] = None, **kwargs: Any
+def check_flat_options(options: Optional[Mapping] = None, **kwargs: Any
                        ) -> Dict[str, Any]:
     """The options of the flattened layout, checked, with defaults filled in
     (:func:`flatten`'s keyword arguments; ``PackedCollate(mode="flat", flat=...)``)."""
@@ -126,6 +127,31 @@ def check_flat_options(options: Optional[Dict[str, Any]] = None, **kwargs: Any
                          "only; for position_ids/segment_ids/labels take the FlatSequence "
                          "and call .nested() on it")
     return opts
+
+
+def check_collate_flat(flat: Any) -> Dict[Any, Dict[str, Any]]:
+    """``PackedCollate(flat=...)``: one dict of :func:`flatten` options for every
+    ragged field (kept under the key None), or a dict of field key -> such a dict."""
+    if isinstance(flat, Mapping) and flat and all(isinstance(v, Mapping)
+                                                  for v in flat.values()):
+        return {k: check_flat_options(v) for k, v in flat.items()}
+    if flat is not None and not isinstance(flat, Mapping):
+        raise TypeError(f"flat must be a dict of flatten() options, or of field -> such a "
+                        f"dict; got a {type(flat).__name__}")
+    return {None: check_flat_options(flat)}
+
+
+def flat_options_for(table: Dict[Any, Dict[str, Any]], key: Any, fields: Sequence[Any]
+                     ) -> Dict[str, Any]:
+    """The options of ragged field ``key`` (``fields``: all the ragged fields of the
+    batch; a per-field table naming another key is a KeyError, not ignored)."""
+    if None in table and len(table) == 1:
+        return table[None]
+    unknown = [k for k in table if k not in fields]
+    if unknown:
+        raise KeyError(f"flat names fields {unknown} that are not ragged fields of the "
+                       f"samples ({list(fields)})")
+    return table.get(key) or check_flat_options()
 
 
 _CHECKED: Dict[Tuple[Any, ...], Dict[str, Any]] = {}
@@ -161,7 +187,9 @@ def plan_flat(sequences: Sequence[Any], dtype: Optional[torch.dtype] = None) -> 
                                      np.arange(longest + 1, dtype=np.int64),
                                      ready.data_ptr(), total)
             if status == 0 or (status == 1 and dtype is not None):
-                return Plan(lengths, (), torch.int64, None, None, None, ready=ready)
+                # no permutation (batch_sizes None), as plan_batch(..., sort=False)
+                return Plan(lengths, (), torch.int64, cast(Any, None), None, None,
+                            ready=ready)
     return plan_batch(seqs, dtype=dtype, sort=False)
 
 
@@ -261,7 +289,8 @@ def flat_specs(plan: Plan, opts: Dict[str, Any]) -> List[Tuple[str, Tuple[int, .
 
 
 def _labels_source(values: torch.Tensor) -> torch.Tensor:
-    if values.dtype.is_floating_point or values.dtype.is_complex or values.dtype == torch.bool:
+    if values.numel() and (values.dtype.is_floating_point or values.dtype.is_complex
+                           or values.dtype == torch.bool):   # (no tokens: float, no matter)
         raise TypeError(f"labels need integer token ids, but the values are {values.dtype}")
     return values if values.dtype == torch.int64 else values.to(torch.int64)
 

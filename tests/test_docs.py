@@ -6,7 +6,8 @@ import pytest
 
 MODULES = ["fastcollate.packing", "fastcollate.padding", "fastcollate.collate",
            "fastcollate.kernels", "fastcollate.sampler", "fastcollate._core",
-           "fastcollate._sampler"]
+           "fastcollate._sampler",
+           "fastcollate.flat", "fastcollate._flat"]
 
 
 @pytest.mark.parametrize("name", MODULES)
