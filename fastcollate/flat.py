@@ -19,7 +19,7 @@ import torch
 from . import _core, _flat
 from .packing import (Plan, _as_batch, check_list_code, check_out, plan_batch,
                       torch_functions_off)
-from .padding import _check_padding_value
+from .padding import _check_padding_value, _pad_element
 
 __all__ = ["FlatSequence", "PackedRows", "FlatteningCollator", "flatten", "pack_rows",
            "plan_flat", "write_flat", "check_flat_options"]
@@ -471,40 +471,36 @@ def pack_rows(sequences: Sequence[Any], max_length: int, *, padding_value: Any =
     else:
         values = torch.empty((R * max_length,) + plan.row, dtype=plan.dtype,
                              pin_memory=pin_memory)
-        values.fill_(padding_value)
-        write_flat(plan, values, starts, _trusted=True)
-    # segments in token order: each row's samples, then its padding tail if any
     used_full = np.zeros(R, dtype=np.int64)
     used_full[:len(used)] = used
     tails = max_length - used_full
-    seg_len: List[int] = []
-    seg_id: List[int] = []
-    row_splits = [0]
-    rows: List[List[int]] = []
-    pos = 0
-    for r in range(R):
-        members = order[pos:pos + counts[r]].tolist()
-        pos += counts[r]
-        rows.append(members)
-        for i in members:
-            if lengths[i]:
-                seg_len.append(int(lengths[i]))
-                seg_id.append(i)
-        if tails[r]:
-            seg_len.append(int(tails[r]))
-            seg_id.append(-1)
-        row_splits.append(len(seg_len))
-    seg_arr = np.array(seg_len, dtype=np.int64)
-    cu = torch.empty(len(seg_len) + 1, dtype=torch.int32)
+    if plan.flat is None:
+        # the padding tails only: the padded layout's kernel, with every row a
+        # "sample" of its used length whose data is written by someone else
+        _core.pad_scatter(np.zeros(R, dtype=np.int64), used_full, max_length,
+                          plan.row_bytes, values.data_ptr(), True, False,
+                          _pad_element(padding_value, plan.dtype))
+        write_flat(plan, values, starts, _trusted=True)
+    # segments in token order: each row's samples (input order), then its padding
+    # tail if any; a stable sort on (row, tail after samples) puts them in place
+    real = lens_sorted > 0
+    tail_rows = np.flatnonzero(tails > 0)
+    seg_rows = np.concatenate([row_of[real], tail_rows])
+    seg_key = np.argsort(np.concatenate([2 * row_of[real], 2 * tail_rows + 1]), kind="stable")
+    seg_arr = np.concatenate([lens_sorted[real], tails[tail_rows]])[seg_key]
+    seg_id = np.concatenate([order[real], np.full(len(tail_rows), -1, dtype=np.int64)])[seg_key]
+    row_splits = np.searchsorted(seg_rows[seg_key], np.arange(R + 1), side="left")
+    rows = [r.tolist() for r in np.split(order, np.cumsum(counts)[:-1])]
+    cu = torch.empty(len(seg_arr) + 1, dtype=torch.int32)
     _, longest, _ = _flat.cu_seqlens(seg_arr, cu.data_ptr(), 4)
     positions = torch.empty(R * max_length, dtype=torch.int64)
     _flat.positions(seg_arr, positions.data_ptr(), positions.numel())
-    segments = torch.from_numpy(np.repeat(np.array(seg_id, dtype=np.int64), seg_arr))
+    segments = torch.from_numpy(np.repeat(seg_id, seg_arr))
     efficiency = float(lengths.sum()) / (R * max_length)
     shape2 = (R, max_length)
     return PackedRows(values.view(shape2 + plan.row), positions.view(shape2).to(device),
                       segments.view(shape2).to(device), cu.to(device), longest,
-                      torch.tensor(row_splits, dtype=torch.int64), rows, efficiency)
+                      torch.from_numpy(row_splits.astype(np.int64)), rows, efficiency)
 
 
 class FlatteningCollator:
