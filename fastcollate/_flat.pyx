@@ -59,6 +59,14 @@ cdef int64_t _total(const int64_t* lens, Py_ssize_t B) except -1:
     return acc
 
 
+cdef int64_t _fitting_total(const int64_t* lens, Py_ssize_t B, int64_t n_out) except -1:
+    """The total of the lengths, which must fit in an output of ``n_out`` values."""
+    cdef int64_t total = _total(lens, B)
+    if total > n_out:
+        raise ValueError(f"the lengths add up to {total} values but the output holds {n_out}")
+    return total
+
+
 def cu_seqlens(lengths, uintptr_t out_ptr, int itemsize):
     """Write the ``B + 1`` cumulative offsets of ``lengths`` to ``out_ptr``.
 
@@ -185,9 +193,7 @@ def positions(lengths, uintptr_t out_ptr, int64_t n_out, int64_t start=0,
     cdef cnp.ndarray arr = _table(lengths, True)
     cdef const int64_t* lens = _data(arr)
     cdef Py_ssize_t B = cnp.PyArray_DIM(arr, 0), i
-    cdef int64_t total = _total(lens, B), t, pos = 0, l
-    if total > n_out:
-        raise ValueError(f"the lengths add up to {total} values but the output holds {n_out}")
+    cdef int64_t total = _fitting_total(lens, B, n_out), t, pos = 0, l
     if total and (start > INT64_MAX - total or start < -INT64_MAX + total):
         raise OverflowError(f"start {start} overflows int64")
     cdef int64_t* out = <int64_t*>out_ptr
@@ -225,9 +231,7 @@ def boundary_labels(uintptr_t src_ptr, lengths, uintptr_t out_ptr, int64_t n_out
     cdef cnp.ndarray arr = _table(lengths, True)
     cdef const int64_t* lens = _data(arr)
     cdef Py_ssize_t B = cnp.PyArray_DIM(arr, 0), i
-    cdef int64_t total = _total(lens, B), t, pos = 0, l
-    if total > n_out:
-        raise ValueError(f"the lengths add up to {total} values but the buffers hold {n_out}")
+    cdef int64_t total = _fitting_total(lens, B, n_out), t, pos = 0, l
     cdef const int64_t* src = <const int64_t*>src_ptr
     cdef int64_t* out = <int64_t*>out_ptr
     with nogil:

@@ -425,7 +425,7 @@ class PackedCollate:
                  padding_value: Union[int, float] = 0, padding_side: str = "right",
                  pad_to_multiple_of: Optional[int] = None, pin_memory: bool = False,
                  shared_memory: Optional[bool] = None, one_block: bool = True,
-                 flat: Optional[Dict[str, Any]] = None):
+                 flat: Optional[Dict[Any, Any]] = None):
         if mode not in ("pack", "pad", "flat"):
             raise ValueError(f"mode must be 'pack', 'pad' or 'flat', got {mode!r}")
         if flat is not None and mode != "flat":

@@ -11,7 +11,8 @@ order, to its place (kernels in :mod:`fastcollate._flat`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
+from typing import (Any, Dict, List, Literal, NamedTuple, Optional, Sequence, Tuple, Union,
+                    cast, overload)
 
 import numpy as np
 import torch
@@ -344,6 +345,20 @@ def _labels_by_torch(values: torch.Tensor, lengths: np.ndarray, shift: bool,
         where = starts
     lab[torch.from_numpy(where).to(values.device)] = ignore_index
     return lab
+
+
+@overload
+def flatten(sequences: Sequence[Any], *, dtype: Optional[torch.dtype] = ...,
+            offsets_dtype: torch.dtype = ..., position_ids: bool = ...,
+            segment_ids: bool = ..., labels: Optional[str] = ..., ignore_index: int = ...,
+            nested: Literal[False] = ..., pin_memory: bool = ...) -> FlatSequence: ...
+
+
+@overload
+def flatten(sequences: Sequence[Any], *, dtype: Optional[torch.dtype] = ...,
+            offsets_dtype: torch.dtype = ..., position_ids: bool = ...,
+            segment_ids: bool = ..., labels: Optional[str] = ..., ignore_index: int = ...,
+            nested: Literal[True], pin_memory: bool = ...) -> torch.Tensor: ...
 
 
 @torch_functions_off
