@@ -248,6 +248,13 @@ def test_cuda_inputs_give_cuda_offsets_and_a_python_max_seqlen():
     assert f.max_seqlen == 3 and f.labels.tolist() == [1, 2, -100, 1, -100]
 
 
+def test_to_device_keeps_a_flat_sequence_and_its_python_max_seqlen():
+    f = flatten([[1, 2], [3]], position_ids=True)
+    moved = fastcollate.to_device(f, "cpu")
+    assert isinstance(moved, FlatSequence) and type(moved.max_seqlen) is int
+    assert moved.values.tolist() == [1, 2, 3] and moved.segment_ids is None
+
+
 # -- torch.nested and attention ----------------------------------------------------------
 
 def test_nested_is_zero_copy_and_unbinds_to_the_samples():
@@ -353,6 +360,21 @@ def test_pack_rows_with_feature_rows_and_float_padding():
     r = pack_rows(samples, 4, padding_value=0.5)
     assert r.values.shape == (2, 4, 2) and r.rows == [[0], [1]]
     assert r.values[1].tolist() == [[2, 2], [2, 2], [0.5, 0.5], [0.5, 0.5]]
+
+
+def test_pack_rows_of_float_lists_cast_keep_the_padding():
+    r = pack_rows([[1.5, 2.5], [3.5]], 2, padding_value=-1, dtype=torch.float16)
+    assert r.values.dtype == torch.float16
+    assert r.values.tolist() == [[1.5, 2.5], [3.5, -1.0]]
+
+
+def test_pack_rows_backpropagates():
+    a = torch.ones(2, requires_grad=True)
+    b = torch.ones(3, requires_grad=True)
+    r = pack_rows([a, b], 4)
+    (r.values * torch.arange(8.).view(2, 4)).sum().backward()
+    assert r.rows == [[1], [0]]
+    assert b.grad.tolist() == [0, 1, 2] and a.grad.tolist() == [4, 5]
 
 
 def test_pack_rows_errors():
