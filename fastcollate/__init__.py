@@ -13,6 +13,10 @@ RaggedArray(values, offsets, dtype=None): a flat ragged store (np.memmap ok); pa
     and pad(store[idx]) read a batch by indices in one pass; StoreDataset(fields) for the
     DataLoader (batched fetch, no per-sample objects); write_store/open_store: on-disk format;
     fastcollate.formats: Arrow columns and fairseq/Megatron indexed datasets.
+flatten(sequences, *, position_ids=False, labels=None, nested=False, ...) -> FlatSequence:
+    concatenation + cu_seqlens/max_seqlen for attention models (varlen, torch.nested)
+pack_rows(sequences, max_length, ...) -> PackedRows: whole samples into fixed-length rows
+FlatteningCollator(...): drop-in for transformers.DataCollatorWithFlattening
 fastcollate.kernels: the low-level Cython kernels (scatter into a buffer you allocate).
 fastcollate.rnn: drop-ins for torch.nn.utils.rnn (pack_sequence, pad_sequence, ...).
 UnsortedError: unsorted input with enforce_sorted=True (a ValueError and a RuntimeError).
@@ -32,9 +36,12 @@ from ._core import UnsortedError
 from . import kernels, rnn  # noqa: F401  (fastcollate.kernels, fastcollate.rnn)
 from .store import (ChunkedRaggedArray, RaggedArray, RaggedBatch, StoreBatch, StoreDataset,
                     open_store, write_store)
+from .flat import FlatSequence, FlatteningCollator, PackedRows, flatten, pack_rows
 
 __all__ = ["__version__", "pack", "pack_lengths", "pad", "PackedCollate", "packed_collate",
            "padded_collate", "to_device", "BucketBatchSampler", "PaddingStats",
            "padding_efficiency", "UnsortedError",
            "RaggedArray", "RaggedBatch", "ChunkedRaggedArray",
-           "StoreDataset", "StoreBatch", "write_store", "open_store"]
+           "StoreDataset", "StoreBatch", "write_store", "open_store",
+           "flatten", "pack_rows", "FlatSequence", "PackedRows",
+           "FlatteningCollator"]

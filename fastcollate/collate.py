@@ -27,6 +27,7 @@ from .packing import (NotInts, Plan, new_output, packed_by_torch, plan_batch,
 from .store import RaggedBatch, StoreBatch
 from .padding import (check_multiple, check_padding_side, padded_by_torch, padded_length,
                       padded_shape, write_padded)
+from .flat import check_collate_flat, flat_options_for, flat_specs, plan_flat, write_flat_field
 
 __all__ = ["PackedCollate", "packed_collate", "padded_collate", "to_device"]
 
@@ -358,8 +359,15 @@ class PackedCollate:
         By default a field is ragged if it is a tensor/array with >= 1 dimension or a
         list/tuple; numbers, 0-d tensors, strings... are not. A bare sequence sample is
         always ragged.
-    mode : {"pack", "pad"}
-        Ragged fields become ``PackedSequence`` (default) or padded tensors.
+    mode : {"pack", "pad", "flat"}
+        Ragged fields become ``PackedSequence`` (default), padded tensors, or
+        :class:`fastcollate.FlatSequence` (concatenated in input order, with
+        ``cu_seqlens`` and ``max_seqlen``: the varlen layout of attention models).
+    flat : dict, optional
+        Flat mode: the options of :func:`fastcollate.flatten` (``offsets_dtype``,
+        ``position_ids``, ``segment_ids``, ``labels``, ``ignore_index``, ``nested``)
+        for every ragged field, or a dict of field key -> such options (fields it
+        does not name get the defaults), e.g. ``{"input_ids": {"labels": "shift"}}``.
     groups : iterable of tuples of keys
         Fields that must have equal lengths in each sample (inputs and per-step
         targets), e.g. ``groups=[("x", "y")]``. Fields of equal lengths get the same
@@ -425,9 +433,12 @@ class PackedCollate:
                  enforce_sorted: bool = False, batch_first: bool = True,
                  padding_value: Union[int, float] = 0, padding_side: str = "right",
                  pad_to_multiple_of: Optional[int] = None, pin_memory: bool = False,
-                 shared_memory: Optional[bool] = None, one_block: bool = True):
-        if mode not in ("pack", "pad"):
-            raise ValueError(f"mode must be 'pack' or 'pad', got {mode!r}")
+                 shared_memory: Optional[bool] = None, one_block: bool = True,
+                 flat: Optional[Dict[Any, Any]] = None):
+        if mode not in ("pack", "pad", "flat"):
+            raise ValueError(f"mode must be 'pack', 'pad' or 'flat', got {mode!r}")
+        if flat is not None and mode != "flat":
+            raise ValueError("flat= options need mode='flat'")
         if mask and mode != "pad":
             raise ValueError("mask=True needs mode='pad'")
         check_padding_side(padding_side)
@@ -447,6 +458,7 @@ class PackedCollate:
         self.pin_memory = pin_memory
         self.shared_memory = shared_memory
         self.one_block = one_block
+        self.flat = check_collate_flat(flat) if mode == "flat" else None
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -561,6 +573,9 @@ class PackedCollate:
                                      f"field {made[name]!r} and field {k!r}")
                 made[name] = k
 
+    def _flat_for(self, key: Key, fields: Dict[Key, Any]) -> Dict[str, Any]:
+        return flat_options_for(cast(Dict[Any, Dict[str, Any]], self.flat), key, list(fields))
+
     def _dtype_for(self, key: Key) -> Optional[torch.dtype]:
         if isinstance(self.dtype, Mapping):
             return self.dtype.get(key)
@@ -615,9 +630,12 @@ class PackedCollate:
         straight into the batch block (``defer``: no temporary the size of the data);
         ``_write`` raises ``_NotIntsIn`` if they hold other numbers."""
         try:
-            plan = plan_batch(column, enforce_sorted=self.enforce_sorted,
-                              dtype=self._dtype_for(key), sort=self.mode == "pack",
-                              defer_ints=defer)
+            if self.mode == "flat":
+                plan = plan_flat(column, self._dtype_for(key))
+            else:
+                plan = plan_batch(column, enforce_sorted=self.enforce_sorted,
+                                  dtype=self._dtype_for(key), sort=self.mode == "pack",
+                                  defer_ints=defer)
         except (ValueError, TypeError, OverflowError) as e:
             if kind == "bare":
                 raise
@@ -666,7 +684,10 @@ class PackedCollate:
         for key, f in fields.items():
             p = f.plan
             B = len(p.lengths)
-            if key in host_fields:
+            if self.flat is not None:
+                for name, shape, dtype in flat_specs(p, self._flat_for(key, fields)):
+                    want(key, name, shape, dtype)
+            elif key in host_fields:
                 if self.mode == "pack":
                     want(key, "data", p.shape, p.dtype)
                 else:
@@ -687,7 +708,12 @@ class PackedCollate:
         out: Dict[Tuple[Key, str], Any] = dict(zip(names, views))
         for key, f in fields.items():
             p = f.plan
-            if key in host_fields:
+            if self.flat is not None:
+                opts = self._flat_for(key, fields)
+                flat = write_flat_field(p, opts, {n: out[key, n]
+                                                  for n, _, _ in flat_specs(p, opts)})
+                out[key, "data"] = flat.nested() if opts["nested"] else flat
+            elif key in host_fields:
                 if self.mode == "pack":
                     try:
                         write_plan(p, out[key, "data"], _trusted=True)
@@ -725,6 +751,8 @@ class PackedCollate:
 
     def _ragged_value(self, key: Key, f: _Field, out: Dict) -> Any:
         if self.mode == "pad":
+            return out[key, "data"]
+        if self.flat is not None:
             return out[key, "data"]
         if (key, "sorted_indices") in out or f.plan.sorted_indices is None:
             return PackedSequence._make((out[key, "data"], out[key, "batch_sizes"],

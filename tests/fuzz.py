@@ -565,6 +565,26 @@ def check_pad(batch: Batch, batch_first: bool, value, side: str, multiple) -> No
         raise Bug(f"lengths {lengths.tolist()}, expected {lens}")
 
 
+def check_flatten(batch: Batch, offsets_dtype: torch.dtype) -> None:
+    refs, dtypes, maybe = _expected(batch, need_nonempty=False)
+    call = lambda: fastcollate.flatten(batch.objs, dtype=batch.dtype,  # noqa: E731
+                                       offsets_dtype=offsets_dtype, position_ids=True)
+    f = _outcome(batch, call, refs, may_refuse=maybe is not None)
+    if f is None:
+        return
+    if f.values.dtype not in dtypes or f.cu_seqlens.dtype != offsets_dtype:
+        raise Bug(f"flattened dtypes {f.values.dtype}/{f.cu_seqlens.dtype}, expected one "
+                  f"of {dtypes}/{offsets_dtype}")
+    lens = [int(r.shape[0]) for r in refs]
+    cu = [sum(lens[:i]) for i in range(len(lens) + 1)]
+    if f.cu_seqlens.tolist() != cu or f.max_seqlen != max(lens):
+        raise Bug(f"cu_seqlens {f.cu_seqlens.tolist()} / max {f.max_seqlen}, expected {cu}")
+    for i, r in enumerate(refs):
+        _equal(f.values[cu[i]:cu[i + 1]], r.to(f.values.dtype), f"sample {i}")
+    if f.position_ids.tolist() != [t for n in lens for t in range(n)]:
+        raise Bug(f"position_ids {f.position_ids.tolist()}")
+
+
 def _pad_value_fits(value, dtypes) -> bool:
     for d in dtypes:
         try:
@@ -1071,6 +1091,8 @@ TARGETS: Dict[str, Tuple[Callable, Dict[str, Any]]] = {
                             multiple=st.sampled_from([None, None, 1, 8]))),
     "collate": (check_collate, dict(batch=batches(), structure=st.sampled_from(["tuple", "dict"]),
                                     mode=st.sampled_from(["pack", "pad"]))),
+    "flatten": (check_flatten, dict(batch=batches(),
+                                    offsets_dtype=st.sampled_from([torch.int32, torch.int64]))),
     "sort_lengths": (check_sort_lengths, dict(lengths=HOSTILE_LENGTHS,
                                               enforce_sorted=st.booleans())),
     "scatter": (check_scatter, dict(c=scatter_cases())),
@@ -1090,7 +1112,7 @@ TARGETS: Dict[str, Tuple[Callable, Dict[str, Any]]] = {
         batches=st.lists(st.lists(st.integers(-2, 60), max_size=6), max_size=6))),
 }
 # examples per target in the default (CI) run
-CI_EXAMPLES = {"pack": 150, "pad": 120, "collate": 80, "sort_lengths": 150, "scatter": 200,
+CI_EXAMPLES = {"pack": 150, "pad": 120, "flatten": 100, "collate": 80, "sort_lengths": 150, "scatter": 200,
                "pad_scatter": 200, "list_readers": 200, "write_plan": 60, "sampler": 100,
                "padding_efficiency": 100}
 

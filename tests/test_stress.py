@@ -402,6 +402,13 @@ def _padded(batch):
     return [out[k, :int(n)] for k, n in enumerate(lengths)]
 
 
+def _flattened(batch):
+    f = fastcollate.flatten(batch, position_ids=True)
+    cu = f.cu_seqlens.tolist()
+    assert f.position_ids.tolist() == [t for a, b in zip(cu, cu[1:]) for t in range(b - a)]
+    return [f.values[a:b] for a, b in zip(cu, cu[1:])]
+
+
 def _version_length(k, v, n):
     return n == length_of(k, v)
 
@@ -431,6 +438,12 @@ def _any_version_length(k, v, n):
 @scenario
 def tensors_replaced_swapped_and_filled_while_packing(seconds: float) -> None:
     _threaded(big_tensor, [_replace(big_tensor), _set_storage, _fill_in_place], _packed,
+              _any_version_length)
+
+
+@scenario
+def tensors_replaced_swapped_and_filled_while_flattening(seconds: float) -> None:
+    _threaded(big_tensor, [_replace(big_tensor), _set_storage, _fill_in_place], _flattened,
               _any_version_length)
 
 
@@ -485,6 +498,11 @@ def float_lists_mutated_while_packing(seconds: float) -> None:
 @scenario
 def float_lists_mutated_while_padding(seconds: float) -> None:
     _threaded(float_list, _list_ops(float_list), _padded, _list_lengths_ok)
+
+
+@scenario
+def float_lists_mutated_while_flattening(seconds: float) -> None:
+    _threaded(float_list, _list_ops(float_list), _flattened, _list_lengths_ok)
 
 
 @scenario

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_mypy_passes_on_the_package_and_kernel_tests(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "fastcollate", "tests/test_pack.py",
-         "tests/test_kernels.py", "--ignore-missing-imports", "--cache-dir",
+         "tests/test_kernels.py", "tests/test_flat.py", "--ignore-missing-imports", "--cache-dir",
          str(tmp_path / "cache")],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
