@@ -126,7 +126,10 @@ class _Run:
         cap, mt = cfg.buffer_size, cfg.max_tokens
         push, pop = buf.push, buf.pop_batch
         for i, sample in enumerate(items):
-            n = get_length(sample)
+            try:
+                n = get_length(sample)
+            except (TypeError, KeyError, IndexError) as e:
+                raise type(e)(f"{where(i)}: cannot get its length: {e}") from e
             if type(n) is not int:
                 if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
                     raise TypeError(f"{where(i)}: length must be an int, got "
