@@ -20,6 +20,9 @@ crashing.
 """
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport qsort
+from cpython.long cimport PyLong_CheckExact
+
+import operator
 
 import numpy as np
 cimport numpy as cnp
@@ -27,6 +30,8 @@ cimport numpy as cnp
 cnp.import_array()
 
 cdef int64_t INT64_MAX = 0x7FFFFFFFFFFFFFFF
+# Buckets whose lengths span at most this many values are sorted by counting.
+cdef Py_ssize_t HIST_SIZE = 4096
 
 
 cdef struct Member:
@@ -94,10 +99,11 @@ cdef class BucketBuffer:
     cdef readonly int64_t batch_size, max_tokens, arrivals, last_real, last_padded
     cdef uint64_t _state
     cdef int64_t[::1] _len, _arr, _bkt, _nxt, _prv, _free
-    cdef int64_t[::1] _head, _cnt, _tok, _maxl, _bnd
+    cdef int64_t[::1] _head, _tail, _cnt, _tok, _maxl, _bnd, _hist
     cdef Py_ssize_t _nfree
     cdef object _members_arr
     cdef Member* _members
+    cdef Member* _sorted
 
     def __cinit__(self, Py_ssize_t capacity, int64_t batch_size, int64_t max_tokens,
                   state):
@@ -117,9 +123,11 @@ cdef class BucketBuffer:
         self._prv = np.full(capacity, -1, dtype=np.int64)
         self._free = np.arange(capacity - 1, -1, -1, dtype=np.int64)
         self._nfree = capacity
-        self._members_arr = np.empty(capacity * sizeof(Member), dtype=np.uint8)
+        self._members_arr = np.empty(2 * capacity * sizeof(Member), dtype=np.uint8)
         cdef unsigned char[::1] raw = self._members_arr
         self._members = <Member*> &raw[0]
+        self._sorted = self._members + capacity
+        self._hist = np.zeros(HIST_SIZE + 1, dtype=np.int64)
         self._set_bnd(np.empty(0, dtype=np.int64))
 
     # ------------------------------------------------------------------ buckets
@@ -127,6 +135,7 @@ cdef class BucketBuffer:
         self._bnd = bnd
         self.num_buckets = bnd.shape[0] + 1
         self._head = np.full(self.num_buckets, -1, dtype=np.int64)
+        self._tail = np.full(self.num_buckets, -1, dtype=np.int64)
         self._cnt = np.zeros(self.num_buckets, dtype=np.int64)
         self._tok = np.zeros(self.num_buckets, dtype=np.int64)
         self._maxl = np.zeros(self.num_buckets, dtype=np.int64)
@@ -143,14 +152,17 @@ cdef class BucketBuffer:
         return lo
 
     cdef inline void _link(self, int64_t s) noexcept nogil:
+        """Append slot ``s`` to its bucket's list (lists stay in arrival order)."""
         cdef int64_t ln = self._len[s]
         cdef Py_ssize_t k = self._bucket_of(ln)
         self._bkt[s] = k
-        self._prv[s] = -1
-        self._nxt[s] = self._head[k]
-        if self._head[k] >= 0:
-            self._prv[self._head[k]] = s
-        self._head[k] = s
+        self._nxt[s] = -1
+        self._prv[s] = self._tail[k]
+        if self._tail[k] >= 0:
+            self._nxt[self._tail[k]] = s
+        else:
+            self._head[k] = s
+        self._tail[k] = s
         self._cnt[k] += 1
         self._tok[k] += ln
         if ln > self._maxl[k]:
@@ -164,6 +176,8 @@ cdef class BucketBuffer:
             self._head[k] = self._nxt[s]
         if self._nxt[s] >= 0:
             self._prv[self._nxt[s]] = self._prv[s]
+        else:
+            self._tail[k] = self._prv[s]
         self._cnt[k] -= 1
         self._tok[k] -= self._len[s]
         self._bkt[s] = -1
@@ -176,7 +190,7 @@ cdef class BucketBuffer:
         if bnd.size and (bnd[0] < 1 or np.any(np.diff(bnd) <= 0)):
             raise ValueError("boundaries must be strictly increasing ints >= 1, got "
                              f"{bnd.tolist()}")
-        occupied = [s for s in range(self.capacity) if self._bkt[s] >= 0]
+        occupied = self.slots().tolist()      # arrival order
         self._set_bnd(bnd)
         for s in occupied:
             self._link(s)
@@ -186,20 +200,33 @@ cdef class BucketBuffer:
         return np.asarray(self._bnd).tolist()
 
     # ------------------------------------------------------------------ slots
-    cpdef Py_ssize_t push(self, int64_t length) except -1:
-        """Store one sample's length; return its slot (``ValueError`` when full)."""
-        cdef int64_t s
-        cdef Py_ssize_t k
-        if length < 1:
-            raise ValueError(f"length must be >= 1, got {length}")
-        if length > INT64_MAX // self.capacity:
-            raise OverflowError(f"length {length} times the buffer capacity "
+    cpdef Py_ssize_t push(self, object length) except -2:
+        """Store one sample's length; return its slot, or -1 (nothing stored) if the
+        length exceeds ``max_tokens``.
+
+        Raises ``TypeError`` for a length that is not an int (bools included),
+        ``ValueError`` for one below 1 or when the buffer is full, ``OverflowError``
+        when ``length * capacity`` does not fit int64.
+        """
+        cdef int64_t s, ln
+        if PyLong_CheckExact(length):
+            ln = length
+        elif isinstance(length, bool) or not hasattr(length, "__index__"):
+            raise TypeError(f"length must be an int, got {type(length).__name__}")
+        else:
+            ln = operator.index(length)
+        if ln < 1:
+            raise ValueError(f"has length {ln}; every sample length must be >= 1")
+        if self.max_tokens > 0 and ln > self.max_tokens:
+            return -1
+        if ln > INT64_MAX // self.capacity:
+            raise OverflowError(f"length {ln} times the buffer capacity "
                                 f"{self.capacity} does not fit in int64")
         if self._nfree == 0:
             raise ValueError("the buffer is full")
         self._nfree -= 1
         s = self._free[self._nfree]
-        self._len[s] = length
+        self._len[s] = ln
         self._arr[s] = self.arrivals
         self.arrivals += 1
         self._link(s)
@@ -275,6 +302,49 @@ cdef class BucketBuffer:
             cap = self.max_tokens // self._maxl[k]
         return self._cnt[k] >= cap
 
+    cdef Py_ssize_t _sort_bucket(self, Py_ssize_t k, Member** out) noexcept nogil:
+        """Gather bucket ``k`` (in arrival order) and sort it by length, longest
+        first, ties in arrival order; ``*out`` points at the result. Returns the
+        position of the bucket's oldest sample in it."""
+        cdef Member* m = self._members
+        cdef Member* d = self._sorted
+        cdef Py_ssize_t n = 0, q, r
+        cdef int64_t s = self._head[k], lo = INT64_MAX, hi = 0, run, c
+        cdef int64_t* h
+        while s >= 0:
+            m[n].length = self._len[s]
+            m[n].arrival = self._arr[s]
+            m[n].slot = s
+            if m[n].length < lo:
+                lo = m[n].length
+            if m[n].length > hi:
+                hi = m[n].length
+            n += 1
+            s = self._nxt[s]
+        if hi - lo >= HIST_SIZE:
+            qsort(m, n, sizeof(Member), _cmp_member)
+            out[0] = m
+            for q in range(n):          # the oldest: first of its length's run
+                if m[q].arrival == self._arr[self._head[k]]:
+                    return q
+            return 0
+        # stable counting sort on hi - length (the list is in arrival order)
+        r = hi - lo + 1
+        h = &self._hist[0]
+        for q in range(r + 1):
+            h[q] = 0
+        for q in range(n):
+            h[hi - m[q].length + 1] += 1
+        for q in range(r):
+            h[q + 1] += h[q]
+        run = h[hi - m[0].length]       # m[0] is the oldest; it leads its run
+        for q in range(n):
+            c = hi - m[q].length
+            d[h[c]] = m[q]
+            h[c] += 1
+        out[0] = d
+        return run
+
     def pop_batch(self):
         """Cut one batch from the buffer and free its slots.
 
@@ -284,25 +354,14 @@ cdef class BucketBuffer:
             The batch's slots, longest sample first (empty if the buffer is empty).
             ``last_real`` / ``last_padded`` give its token count and padded size.
         """
-        cdef Py_ssize_t k, n = 0, q, p = 0, lo, hi
-        cdef int64_t s, cnt, mx, real = 0, oldest
-        cdef Member* m = self._members
+        cdef Py_ssize_t k, n = 0, q, p = 0, lo = 0, hi = 0
+        cdef int64_t cnt = 0, mx = 0, real = 0
+        cdef Member* m = NULL
         with nogil:
             k = self._choose()
             if k >= 0:
-                s = self._head[k]
-                while s >= 0:
-                    m[n].length = self._len[s]
-                    m[n].arrival = self._arr[s]
-                    m[n].slot = s
-                    n += 1
-                    s = self._nxt[s]
-                qsort(m, n, sizeof(Member), _cmp_member)
-                oldest = m[0].arrival
-                for q in range(1, n):
-                    if m[q].arrival < oldest:
-                        oldest = m[q].arrival
-                        p = q
+                n = self._cnt[k]
+                p = self._sort_bucket(k, &m)
                 lo = p
                 hi = p + 1
                 cnt = 1

@@ -14,7 +14,6 @@ measure padding before training. :func:`stop_together` keeps DDP ranks in step.
 from __future__ import annotations
 
 import itertools
-import operator
 import warnings
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
@@ -127,18 +126,14 @@ class _Run:
         push, pop = buf.push, buf.pop_batch
         for i, sample in enumerate(items):
             try:
+                s = push(get_length(sample))
+            except (TypeError, ValueError, KeyError, IndexError, OverflowError) as e:
+                raise type(e)(f"{where(i)}: {e}") from e
+            if s < 0:                        # longer than max_tokens
                 n = get_length(sample)
-            except (TypeError, KeyError, IndexError) as e:
-                raise type(e)(f"{where(i)}: cannot get its length: {e}") from e
-            if type(n) is not int:
-                if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-                    raise TypeError(f"{where(i)}: length must be an int, got "
-                                    f"{type(n).__name__}")
-                n = operator.index(n)
-            if n < 1:
-                raise ValueError(f"{where(i)} has length {n}; every sample length must "
-                                 "be >= 1")
-            if mt is not None and n > mt:
+                if n <= mt:                  # only above the kernel's 2**62 cap
+                    raise OverflowError(f"{where(i)}: length {n} does not fit the "
+                                        "buffer's int64 token sums")
                 if not cfg.drop_oversized:
                     raise ValueError(f"{where(i)} has length {n} > max_tokens={mt}; pass "
                                      "drop_oversized=True to leave such samples out")
@@ -148,7 +143,7 @@ class _Run:
                                   "the count is in .dropped", UserWarning, stacklevel=3)
                 self.dropped += 1
                 continue
-            slots[push(n)] = sample
+            slots[s] = sample
             if buf.size == cap:
                 self.max_buffered = cap
                 if not self.bucketed:
@@ -159,9 +154,7 @@ class _Run:
 
     def _take(self, sl: List[int]) -> List[Any]:
         slots = self.slots
-        batch = [slots[s] for s in sl]
-        for s in sl:
-            slots[s] = None
+        batch = [slots[s] for s in sl]   # the slots are refilled next
         self.batches += 1
         self.samples += len(sl)
         self.real += self.buf.last_real

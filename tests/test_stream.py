@@ -477,7 +477,7 @@ def test_source_must_be_iterable():
 
 
 @pytest.mark.parametrize("samples, exc, msg", [
-    ([[1], []], ValueError, "stream sample 1 has length 0"),
+    ([[1], []], ValueError, "stream sample 1: has length 0"),
     ([[1], "ab", 3], TypeError, "stream sample 2"),
 ])
 def test_bad_samples_name_their_position(samples, exc, msg):
@@ -512,7 +512,10 @@ def test_kernel_rejects_bad_use():
     with pytest.raises(ValueError, match="full"):
         b.push(1)
     with pytest.raises(OverflowError):
-        BucketBuffer(4, 0, 10, 0).push(2**62)
+        BucketBuffer(4, 1, 0, 0).push(2**62)
+    with pytest.raises(TypeError, match="got bool"):
+        BucketBuffer(4, 1, 0, 0).push(True)
+    assert BucketBuffer(4, 0, 10, 0).push(11) == -1      # longer than max_tokens
     with pytest.raises(ValueError, match="strictly increasing"):
         b.set_boundaries([5, 2])
     with pytest.raises(ValueError, match="not both 0"):
