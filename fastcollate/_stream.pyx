@@ -14,6 +14,11 @@ shorter samples, then towards longer ones, under the same limits as
 ``count * max_len <= max_tokens``). The random numbers come from a splitmix64
 generator whose state is one integer.
 
+Bucket lists are kept in arrival order (append at the tail), so a cut gathers its
+bucket in arrival order (the oldest sample first) and sorts it with one stable
+counting sort on the lengths (buckets spanning more than ``HIST_SIZE`` distinct lengths
+fall back to ``qsort`` on ``(length, arrival)``): O(bucket + length range) per batch.
+
 This module does not import torch. The Python layer validates lengths before they get
 here; the kernel still checks every slot and length it is given and raises instead of
 crashing.

@@ -157,6 +157,16 @@ def test_equals_python_reference(cfg):
     assert bucket_lengths(cfg["lengths"], **kw) == reference_stream(cfg["lengths"], **kw)
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 20000), max_size=200), st.integers(1, 60),
+       st.integers(1, 4), st.integers(0, 3))
+def test_equals_reference_on_wide_length_ranges(lengths, buffer_size, num_buckets, seed):
+    # buckets spanning >= 4096 distinct lengths are sorted by qsort, not by counting
+    kw = dict(max_tokens=10**5, buffer_size=buffer_size, num_buckets=num_buckets,
+              seed=seed)
+    assert bucket_lengths(lengths, **kw) == reference_stream(lengths, **kw)
+
+
 @SETTINGS
 @given(configs)
 def test_every_sample_once_and_limits_hold(cfg):
