@@ -9,6 +9,8 @@ PackedCollate(...), packed_collate, padded_collate: DataLoader collate_fn object
 to_device(batch, device, non_blocking=True): move nested batches (PackedSequence aware)
 BucketBatchSampler(lengths, *, max_tokens=None, batch_size=None, ...): length-bucketing
     batch_sampler (deterministic, resumable, distributed); padding_efficiency(lengths, batches)
+BucketStream(source, *, max_tokens=None, batch_size=None, length=None, ...): length bucketing
+    for streaming datasets (an IterableDataset of batches); bucket_lengths, stop_together
 fastcollate.kernels: the low-level Cython kernels (scatter into a buffer you allocate).
 """
 try:
@@ -22,8 +24,9 @@ from .packing import pack, pack_lengths
 from .padding import pad
 from .collate import PackedCollate, packed_collate, padded_collate, to_device
 from .sampler import BucketBatchSampler, PaddingStats, padding_efficiency
+from .stream import BucketStream, bucket_lengths, stop_together
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "pack", "pack_lengths", "pad", "PackedCollate", "packed_collate",
            "padded_collate", "to_device", "BucketBatchSampler", "PaddingStats",
-           "padding_efficiency"]
+           "padding_efficiency", "BucketStream", "bucket_lengths", "stop_together"]

@@ -6,7 +6,7 @@ import pytest
 
 MODULES = ["fastcollate.packing", "fastcollate.padding", "fastcollate.collate",
            "fastcollate.kernels", "fastcollate.sampler", "fastcollate._core",
-           "fastcollate._sampler"]
+           "fastcollate._sampler", "fastcollate.stream", "fastcollate._stream"]
 
 
 @pytest.mark.parametrize("name", MODULES)
