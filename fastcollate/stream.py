@@ -52,14 +52,24 @@ def estimate_boundaries(lengths: Any, num_buckets: int) -> List[int]:
     return [int(v) for v in np.unique(q) if v < s[-1]]
 
 
+class _LengthOfField:
+    """``len(sample[key])``; a class, not a lambda, so that spawned workers can
+    unpickle it."""
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def __call__(self, sample: Any) -> int:
+        return len(sample[self.key])
+
+
 def _length_of(length: Any) -> Callable[[Any], Any]:
     if length is None:
         return len
     if callable(length):
         return length
     if isinstance(length, (str, int)) and not isinstance(length, bool):
-        key = length
-        return lambda sample: len(sample[key])
+        return _LengthOfField(length)
     raise TypeError("length must be None (len(sample)), a key or index (len(sample[key])) "
                     f"or a callable, got {type(length).__name__}")
 
@@ -346,7 +356,7 @@ class BucketStream(IterableDataset):
         self._resume: Optional[int] = None
         self._yielded = 0
         self._run: Optional[_Run] = None
-        self._consumer = (self.rank, self.num_replicas)
+        self._consumer: Optional[tuple] = None   # (c, C) of the current or saved pass
 
     # ------------------------------------------------------------------ options
     @property
@@ -412,9 +422,10 @@ class BucketStream(IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         c, C = self._consumer_index()
         skip = self._resume or 0
-        if self._resume is not None and self._consumer != (c, C):
-            raise ValueError(f"the state was saved by consumer {self._consumer[0]} of "
-                             f"{self._consumer[1]}, this is consumer {c} of {C} "
+        saved = self._consumer
+        if self._resume is not None and saved is not None and saved != (c, C):
+            raise ValueError(f"the state was saved by consumer {saved[0]} of "
+                             f"{saved[1]}, this is consumer {c} of {C} "
                              "(same num_workers and world size needed to resume)")
         self._resume = None
         self._consumer = (c, C)
@@ -461,7 +472,7 @@ class BucketStream(IterableDataset):
         """
         done = self._yielded if batches_consumed is None else _check_int(
             "batches_consumed", batches_consumed, 0)
-        c, C = self._consumer
+        c, C = self._consumer if self._consumer is not None else self._consumer_index()
         return {"version": _STATE_VERSION, "epoch": self.epoch, "seed": self.seed,
                 "batches_yielded": done, "consumer": c, "consumers": C,
                 "num_replicas": self.num_replicas, **self._cfg.as_dict()}

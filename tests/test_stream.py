@@ -433,6 +433,16 @@ def test_stateful_dataloader_resumes_with_two_workers():
     again = list(b)
     assert again == rest
     assert flat(head + again) == list(range(len(L)))
+    c = loader()                  # the state of a loader that has not started
+    c.load_state_dict(loader().state_dict())
+    assert list(c) == head + rest
+
+
+def test_length_key_survives_pickling():
+    import pickle
+    s = pickle.loads(pickle.dumps(BucketStream([{"ids": [1, 2]}], length="ids",
+                                               batch_size=2)))
+    assert list(s) == [[{"ids": [1, 2]}]]
 
 
 # --------------------------------------------------------------------------- memory
