@@ -79,6 +79,9 @@ def _is_hf_iterable(source: Any) -> bool:
             and hasattr(source, "num_shards") and hasattr(source, "set_epoch"))
 
 
+_NAMED_ERRORS = (TypeError, ValueError, KeyError, IndexError, OverflowError)
+
+
 class _Config:
     """Validated options shared by :class:`BucketStream` and :func:`bucket_lengths`."""
 
@@ -138,6 +141,8 @@ class _Run:
             try:
                 s = push(get_length(sample))
             except (TypeError, ValueError, KeyError, IndexError, OverflowError) as e:
+                if type(e) not in _NAMED_ERRORS:
+                    raise                    # a subclass may take other arguments
                 raise type(e)(f"{where(i)}: {e}") from e
             if s < 0:                        # longer than max_tokens
                 n = get_length(sample)
@@ -406,7 +411,7 @@ class BucketStream(IterableDataset):
                      if self.shuffle else np.arange(n))
             mine = order[c::C].tolist()
             items = itertools.chain.from_iterable(self.open_shard(src[k]) for k in mine)
-            return items, lambda i: f"sample {i} of consumer {c}'s shards {mine}"
+            return items, lambda i: f"sample {i} of consumer {c}'s shards"
         if _is_hf_iterable(src):
             if self.num_replicas > 1:
                 from datasets.distributed import split_dataset_by_node

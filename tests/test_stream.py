@@ -7,7 +7,6 @@ its own generator: simple, reliable and slow.
 import bisect
 import json
 import os
-import socket
 import weakref
 
 import numpy as np
@@ -24,6 +23,7 @@ from fastcollate._stream import BucketBuffer
 from fastcollate.sampler import BucketBatchSampler
 from fastcollate.stream import (BucketStream, bucket_lengths, estimate_boundaries,
                                 stop_together)
+from test_sampler import _free_port
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -513,6 +513,19 @@ def test_length_function_must_return_an_int():
     assert list(BucketStream([3], batch_size=2, length=lambda s: np.int32(s))) == [[3]]
 
 
+def test_length_errors_of_other_types_pass_through_unchanged():
+    class Odd(TypeError):
+        def __init__(self, code, detail):
+            super().__init__(code, detail)
+
+    def length(sample):
+        raise Odd(7, "no")
+
+    with pytest.raises(Odd) as info:
+        list(BucketStream([1], batch_size=2, length=length))
+    assert info.value.args == (7, "no")
+
+
 def test_oversized_samples_raise_or_are_dropped_with_one_warning():
     samples = [[0] * n for n in (3, 9, 2, 9)]
     with pytest.raises(ValueError, match="stream sample 1 has length 9 > max_tokens=8"):
@@ -545,12 +558,6 @@ def test_kernel_rejects_bad_use():
 
 
 # --------------------------------------------------------------------------- DDP
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _dist_worker(rank, world, port, lengths, out_dir):
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
