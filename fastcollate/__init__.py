@@ -17,6 +17,8 @@ flatten(sequences, *, position_ids=False, labels=None, nested=False, ...) -> Fla
     concatenation + cu_seqlens/max_seqlen for attention models (varlen, torch.nested)
 pack_rows(sequences, max_length, ...) -> PackedRows: whole samples into fixed-length rows
 FlatteningCollator(...): drop-in for transformers.DataCollatorWithFlattening
+BucketStream(source, *, max_tokens=None, batch_size=None, length=None, ...): length bucketing
+    for streaming datasets (an IterableDataset of batches); bucket_lengths, stop_together
 fastcollate.kernels: the low-level Cython kernels (scatter into a buffer you allocate).
 fastcollate.rnn: drop-ins for torch.nn.utils.rnn (pack_sequence, pad_sequence, ...).
 UnsortedError: unsorted input with enforce_sorted=True (a ValueError and a RuntimeError).
@@ -37,6 +39,7 @@ from . import kernels, rnn  # noqa: F401  (fastcollate.kernels, fastcollate.rnn)
 from .store import (ChunkedRaggedArray, RaggedArray, RaggedBatch, StoreBatch, StoreDataset,
                     open_store, write_store)
 from .flat import FlatSequence, FlatteningCollator, PackedRows, flatten, pack_rows
+from .stream import BucketStream, bucket_lengths, stop_together
 
 __all__ = ["__version__", "pack", "pack_lengths", "pad", "PackedCollate", "packed_collate",
            "padded_collate", "to_device", "BucketBatchSampler", "PaddingStats",
@@ -44,4 +47,5 @@ __all__ = ["__version__", "pack", "pack_lengths", "pad", "PackedCollate", "packe
            "RaggedArray", "RaggedBatch", "ChunkedRaggedArray",
            "StoreDataset", "StoreBatch", "write_store", "open_store",
            "flatten", "pack_rows", "FlatSequence", "PackedRows",
-           "FlatteningCollator"]
+           "FlatteningCollator",
+           "BucketStream", "bucket_lengths", "stop_together"]

@@ -8,7 +8,8 @@ import pytest
 MODULES = ["fastcollate.packing", "fastcollate.padding", "fastcollate.collate",
            "fastcollate.rnn", "fastcollate._cast", "fastcollate.kernels", "fastcollate.sampler", "fastcollate._core",
            "fastcollate._sampler", "fastcollate.store",
-           "fastcollate.flat", "fastcollate._flat"]
+           "fastcollate.flat", "fastcollate._flat",
+           "fastcollate.stream", "fastcollate._stream"]
 if importlib.util.find_spec("pyarrow") is not None:    # the optional [arrow] extra
     MODULES.append("fastcollate.formats")
 
