@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import _core, _flat
-from .packing import (Plan, _as_batch, check_list_code, check_out, plan_batch,
+from .packing import (Plan, _as_batch, cast_into, check_list_code, check_out, plan_batch,
                       torch_functions_off)
 from .padding import _check_padding_value, _pad_element
 
@@ -233,6 +233,14 @@ def write_flat(plan: Plan, out: torch.Tensor, starts: Optional[np.ndarray] = Non
             raise ValueError(f"out has {n} rows, too few for the batch")
         idx = torch.from_numpy(_rows_of(lengths, starts))
         dst.index_copy_(0, idx, plan.flat.detach().cpu())
+        return out
+    if plan.cast_from is not None:      # rows of another dtype, converted in the copy
+        st = _starts(lengths) if starts is None else np.ascontiguousarray(starts, np.int64)
+        if len(lengths) and (st.shape != lengths.shape or int(st.min()) < 0
+                             or int((st + lengths).max()) > n):
+            raise ValueError(f"out has {n} rows, too few for the batch")
+        T = int(lengths.max()) if len(lengths) else 0
+        cast_into(plan, dst, st, np.arange(T + 1, dtype=np.int64), n)
         return out
     if plan.lists is not None:
         target = dst if plan.list_via is None else torch.empty(dst.shape, dtype=plan.list_via)

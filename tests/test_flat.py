@@ -522,3 +522,20 @@ def test_collate_flat_mode_in_dataloader_workers_equals_main_process():
             assert torch.equal(getattr(a["input_ids"], name), getattr(b["input_ids"], name))
         assert a["input_ids"].max_seqlen == b["input_ids"].max_seqlen
         assert torch.equal(a["label"], b["label"])
+
+
+@pytest.mark.parametrize("kind", ["numpy", "tensor", "big tensor"])
+@pytest.mark.parametrize("src,dst", [(torch.uint8, torch.int16), (torch.int32, torch.int64),
+                                     (torch.float32, torch.float64)])
+def test_flatten_converts_inside_the_copy_like_torch_cat_then_to(kind, src, dst):
+    """Samples of another dtype than ``dtype=`` (converted inside the copy) come out
+    converted, at their place, with the pack_rows padding left alone."""
+    n = 3000 if kind == "big tensor" else 5
+    samples = [torch.arange(n, dtype=src) % 100, torch.arange(2, dtype=src) + 7]
+    if kind == "numpy":
+        samples = [s.numpy() for s in samples]
+    f = fastcollate.flatten(samples, dtype=dst)
+    expected = torch.cat([torch.as_tensor(s) for s in samples]).to(dst)
+    assert f.values.dtype == dst and torch.equal(f.values, expected)
+    rows = fastcollate.pack_rows(samples, n + 2, dtype=dst, padding_value=-1)
+    assert torch.equal(rows.values.flatten()[:n + 2], expected)
