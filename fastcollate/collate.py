@@ -372,9 +372,15 @@ class PackedCollate:
     ragged : key or iterable of keys, optional
         Fields to pack: positions for tuple samples, keys for dicts, names for
         dataclasses. A str, bytes or int is one key (``ragged="tokens"``, ``ragged=0``).
-        By default a field is ragged if it is a tensor/array with >= 1 dimension or a
-        list/tuple; numbers, 0-d tensors, strings... are not. A bare sequence sample is
-        always ragged.
+        Given, exactly these fields are ragged. Without it, a field is ragged if a
+        per-field option names it (``dtype``, ``padding_value``, ``lengths`` or
+        ``mask`` as a dict, ``groups``), if sample 0 holds a list/tuple there, or if
+        it holds tensors/arrays with >= 1 dimension whose leading sizes differ within
+        the batch; tensors/arrays of one shape (an image, a 2-vector label) are
+        stacked like ``default_collate`` does. So a tensor field whose lengths may all
+        be equal in a batch (bucketing, a batch of one) must be declared, else that
+        batch stacks it (a ``UserWarning`` says so when a field changes kind). A bare
+        sequence sample is always ragged.
     mode : {"pack", "pad"}
         Ragged fields become ``PackedSequence`` (default) or padded tensors.
     groups : iterable of tuples of keys
@@ -385,19 +391,26 @@ class PackedCollate:
         naming the sample that breaks it. An empty group, a str or a flat
         ``("x", "y")`` is refused (``TypeError``/``ValueError``); a one-key group
         ``("x",)`` only checks that the field is ragged.
-    lengths : bool
-        Add each ragged field's lengths (CPU int64, input order).
-    mask : bool
+    lengths : bool or dict of key -> str
+        Add each ragged field's lengths (CPU int64, input order). A dict (dict
+        samples) adds them only for the fields it names, under the keys it gives:
+        ``lengths={"input_ids": "length"}``.
+    mask : bool or dict of key -> str
         Pad mode: add a boolean ``(B, T)`` (or ``(T, B)``) mask, True on real steps.
+        A dict names the output keys, e.g. ``mask={"input_ids": "attention_mask"}``.
     dtype : torch.dtype or dict of key -> dtype
         Cast ragged fields. A dict naming a field the samples lack (``KeyError``) or a
         non-ragged field (``ValueError``) is an error, not ignored.
     enforce_sorted : bool
         Samples come sorted by length, decreasing (pack mode; see ``pack``).
     batch_first, padding_value, padding_side, pad_to_multiple_of :
-        Pad mode options, as in :func:`fastcollate.pad`. A ``padding_value`` that is not
-        a number or a ``pad_to_multiple_of`` that is not a positive int is refused
-        here, at construction.
+        Pad mode options, as in :func:`fastcollate.pad`. ``padding_value`` may be a
+        dict of field -> value (fields it omits pad with 0), e.g. Hugging Face's
+        ``{"input_ids": pad_id, "labels": -100, "attention_mask": 0}``. A padding value
+        that is not a number or a ``pad_to_multiple_of`` that is not a positive int is
+        refused here, at construction. Every dict option (``dtype``, ``padding_value``,
+        ``lengths``, ``mask``) naming a field the samples lack raises ``KeyError``, one
+        naming a field that is not a sequence ``ValueError``: a typo is never ignored.
     pin_memory : bool
         Write the batch straight into page-locked memory (main-process loading; with
         workers, use ``DataLoader(pin_memory=True)`` instead).
