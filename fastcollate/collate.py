@@ -128,15 +128,10 @@ def _check_names_option(what: str, value: Any) -> None:
     if isinstance(value, Mapping):
         if not value:
             raise ValueError(f"{what}={{}} names no field; pass {what}=False for none")
-        seen: Dict[Any, Key] = {}
-        for k, name in value.items():
+        for k, name in value.items():     # (one key made twice: _check_extra_keys)
             if not isinstance(name, str):
                 raise TypeError(f"{what}[{k!r}] must be a str (the output key), got "
                                 f"{type(name).__name__}")
-            if name in seen:
-                raise ValueError(f"{what}= names the output key {name!r} for both field "
-                                 f"{seen[name]!r} and field {k!r}")
-            seen[name] = k
     elif not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{what} must be a bool or a dict of field -> output key, got "
                         f"{type(value).__name__}")
@@ -479,9 +474,9 @@ class PackedCollate:
         self.pin_memory = pin_memory
         self.shared_memory = shared_memory
         self.one_block = one_block
-        # auto-detected tensor fields seen ragged by this collate (for the warning when
-        # one of them comes with equal lengths and is stacked)
-        self._seen_ragged: set = set()
+        # auto-detected tensor fields -> stacked in the last batch (for the warning
+        # when one changes kind between batches)
+        self._auto_kinds: Dict[Key, bool] = {}
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
@@ -607,33 +602,28 @@ class PackedCollate:
         # grouped fields are ragged too (_check_groups names those that are not)
         declared.update(k for g in self.groups for k in g
                         if k in columns and _looks_ragged(columns[k][0]))
-        ragged, auto = [], []
-        for k in keys:
-            first = columns[k][0]
-            if k in declared or (_looks_ragged(first) and not isinstance(
-                    first, (torch.Tensor, np.ndarray))):
-                ragged.append(k)
-            elif _looks_ragged(first):
-                ragged.append(k)
-                auto.append(k)
+        ragged = [k for k in keys if k in declared or _looks_ragged(columns[k][0])]
+        auto = [k for k in ragged if k not in declared
+                and isinstance(columns[k][0], (torch.Tensor, np.ndarray))]
         return ragged, auto
 
     def _stacks(self, key: Key, plan: Plan) -> bool:
         """An auto-detected tensor/array field is stacked (as ``default_collate``
-        does) when all its samples have one length; warns once if this collate saw the
-        field ragged before, since the batch then changes type."""
+        does) when all its samples have one length. Warns when the field's kind differs
+        from the previous batch this collate made, since the batch changes type."""
         lengths = plan.lengths
-        if not len(lengths) or lengths.min() != lengths.max():
-            self._seen_ragged.add(key)
-            return False
-        if key in self._seen_ragged:
-            self._seen_ragged.discard(key)     # once per flip
+        stacked = bool(len(lengths)) and lengths.min() == lengths.max()
+        before = self._auto_kinds.get(key)
+        self._auto_kinds[key] = stacked
+        if before is not None and before != stacked:
+            now = (f"all its samples have length {int(lengths[0])} in this one, so it is "
+                   "stacked like a fixed-shape field" if stacked else
+                   "its lengths differ in this one, so it is ragged")
             warnings.warn(
-                f"PackedCollate: field {key!r} was ragged in an earlier batch, but all its "
-                f"samples have length {int(lengths[0])} in this one, so it is stacked like "
-                f"a fixed-shape field; pass ragged=[{key!r}, ...] to always treat it as "
-                "ragged", UserWarning, stacklevel=3)
-        return True
+                f"PackedCollate: field {key!r} was {'ragged' if stacked else 'stacked'} in "
+                f"the previous batch, but {now}; pass ragged=[{key!r}, ...] to always "
+                "treat it as ragged", UserWarning, stacklevel=3)
+        return stacked
 
     def _wants(self, what: str, key: Key) -> bool:
         option = getattr(self, what)
@@ -658,7 +648,7 @@ class PackedCollate:
                     raise ValueError(f"{what}= adds the key {name!r} for field {k!r}, "
                                      f"but the samples already have a field {name!r}")
                 if name in made:
-                    raise ValueError(f"{what}=True would add the key {name!r} for both "
+                    raise ValueError(f"{what}= would add the key {name!r} for both "
                                      f"field {made[name]!r} and field {k!r}")
                 made[name] = k
 
@@ -880,7 +870,7 @@ def _moved(batch: Any, device: Union[str, torch.device], non_blocking: bool,
     no ``__post_init__`` runs again); what it does not know is returned as is."""
     if isinstance(batch, (torch.Tensor, PackedSequence)):
         # PackedSequence.to moves data and the indices and keeps batch_sizes on the CPU
-        return batch.to(device, non_blocking=non_blocking)
+        return cast(Any, batch).to(device, non_blocking=non_blocking)
     if isinstance(batch, (str, bytes)) or batch is None or isinstance(batch, _NUMBERS):
         return batch
     if depth > 64:
@@ -903,19 +893,17 @@ def _moved(batch: Any, device: Union[str, torch.device], non_blocking: bool,
         return type(batch)(*(_moved(v, device, non_blocking, depth) for v in batch))
     if isinstance(batch, (list, tuple)):
         items = [_moved(v, device, non_blocking, depth) for v in batch]
-        if type(batch) in (list, tuple):
-            return type(batch)(items)
         try:
             return type(batch)(items)
         except TypeError:
             return items
     if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        clone = copy.copy(batch)
+        record = copy.copy(batch)
         for f in dataclasses.fields(batch):
             value = getattr(batch, f.name, _MISSING)   # an init=False field may be unset
             if value is not _MISSING:
-                object.__setattr__(clone, f.name, _moved(value, device, non_blocking, depth))
-        return clone
+                object.__setattr__(record, f.name, _moved(value, device, non_blocking, depth))
+        return record
     return batch.to(device, non_blocking=non_blocking)
     if isinstance(batch, Mapping):
         moved = {k: to_device(v, device, non_blocking) for k, v in batch.items()}

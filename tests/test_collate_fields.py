@@ -48,6 +48,8 @@ def test_a_tensor_field_of_one_length_is_stacked_and_the_flip_warns():
     with pytest.warns(UserWarning, match=r"field 0 was ragged .* pass ragged=\[0, \.\.\.\]"):
         equal = collate([(torch.arange(2), 0), (torch.arange(2), 1)])
     assert torch.equal(equal[0], torch.stack([torch.arange(2)] * 2))
+    with pytest.warns(UserWarning, match=r"field 0 was stacked .* lengths differ"):
+        collate([(torch.arange(2), 0), (torch.arange(1), 1)])
 
 
 def test_declared_tensor_fields_are_ragged_even_with_one_length():
@@ -141,8 +143,8 @@ def test_names_need_dict_samples_and_bad_names_are_refused_at_construction():
         PackedCollate(mode="pad", padding_value={0: 1})([[1, 2], [3]])
     with pytest.raises(TypeError, match=r"lengths\['x'\] must be a str"):
         PackedCollate(lengths={"x": 1})
-    with pytest.raises(ValueError, match=r"output key 'n' for both"):
-        PackedCollate(lengths={"x": "n", "y": "n"})
+    with pytest.raises(ValueError, match=r"would add the key 'n' for both field 'x'"):
+        PackedCollate(lengths={"x": "n", "y": "n"})([{"x": [1], "y": [2]}] * 2)
     with pytest.raises(TypeError, match=r"padding_value\['x'\] must be a number"):
         PackedCollate(mode="pad", padding_value={"x": "0"})
 
