@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import warnings
 from operator import attrgetter, itemgetter
 from collections.abc import Mapping, MutableMapping, MutableSequence
 from collections.abc import Sequence as SequenceABC
@@ -118,12 +119,32 @@ def _check_dtype_option(dtype: Any) -> None:
 def _check_pad_options(padding_value: Any, pad_to_multiple_of: Any) -> Optional[int]:
     """The padding options' types (their fit to the data's dtype is checked per batch);
     returns ``pad_to_multiple_of`` as an int."""
-    value = padding_value
-    if isinstance(value, torch.Tensor) and value.dim() == 0:
-        value = value.item()
-    if not isinstance(value, _NUMBERS):
-        raise TypeError(f"padding_value must be a number, got {type(padding_value).__name__}")
+    values = padding_value.items() if isinstance(padding_value, Mapping) else [(None, padding_value)]
+    for key, value in values:
+        given = value
+        if isinstance(value, torch.Tensor) and value.dim() == 0:
+            value = value.item()
+        if not isinstance(value, _NUMBERS):
+            where = "" if key is None else f"[{key!r}]"
+            raise TypeError(f"padding_value{where} must be a number, got "
+                            f"{type(given).__name__} (padding_value is a number or a dict "
+                            "of field -> number)")
     return check_multiple(pad_to_multiple_of)
+
+
+def _check_names_option(what: str, value: Any) -> None:
+    """``lengths=``/``mask=``: a bool, or a dict of ragged field -> name of the output
+    key (dict samples), e.g. ``mask={"input_ids": "attention_mask"}``."""
+    if isinstance(value, Mapping):
+        if not value:
+            raise ValueError(f"{what}={{}} names no field; pass {what}=False for none")
+        for k, name in value.items():     # (one key made twice: _check_extra_keys)
+            if not isinstance(name, str):
+                raise TypeError(f"{what}[{k!r}] must be a str (the output key), got "
+                                f"{type(name).__name__}")
+    elif not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what} must be a bool or a dict of field -> output key, got "
+                        f"{type(value).__name__}")
 
 
 def _fixed_kind(t: type) -> str:
@@ -356,9 +377,16 @@ class PackedCollate:
     ragged : key or iterable of keys, optional
         Fields to pack: positions for tuple samples, keys for dicts, names for
         dataclasses. A str, bytes or int is one key (``ragged="tokens"``, ``ragged=0``).
-        By default a field is ragged if it is a tensor/array with >= 1 dimension or a
-        list/tuple; numbers, 0-d tensors, strings... are not. A bare sequence sample is
-        always ragged.
+        Given, exactly these fields are ragged. Without it, a field is ragged if a
+        per-field option names it (``dtype``, ``padding_value``, ``lengths`` or
+        ``mask`` as a dict, ``groups``), if sample 0 holds a list/tuple there, or if
+        it holds tensors/arrays with >= 1 dimension whose leading sizes differ within
+        the batch; tensors/arrays of one shape (an image, a 2-vector label) are
+        stacked like ``default_collate`` does. So a tensor field whose lengths may all
+        be equal in a batch (bucketing, a batch of one) must be declared, else that
+        batch stacks it (once a collate has seen a field ragged it keeps it ragged; a
+        ``UserWarning`` says so when a stacked field turns ragged). A bare sequence
+        sample is always ragged.
     mode : {"pack", "pad", "flat"}
         Ragged fields become ``PackedSequence`` (default), padded tensors, or
         :class:`fastcollate.FlatSequence` (concatenated in input order, with
@@ -376,19 +404,26 @@ class PackedCollate:
         naming the sample that breaks it. An empty group, a str or a flat
         ``("x", "y")`` is refused (``TypeError``/``ValueError``); a one-key group
         ``("x",)`` only checks that the field is ragged.
-    lengths : bool
-        Add each ragged field's lengths (CPU int64, input order).
-    mask : bool
+    lengths : bool or dict of key -> str
+        Add each ragged field's lengths (CPU int64, input order). A dict (dict
+        samples) adds them only for the fields it names, under the keys it gives:
+        ``lengths={"input_ids": "length"}``.
+    mask : bool or dict of key -> str
         Pad mode: add a boolean ``(B, T)`` (or ``(T, B)``) mask, True on real steps.
+        A dict names the output keys, e.g. ``mask={"input_ids": "attention_mask"}``.
     dtype : torch.dtype or dict of key -> dtype
         Cast ragged fields. A dict naming a field the samples lack (``KeyError``) or a
         non-ragged field (``ValueError``) is an error, not ignored.
     enforce_sorted : bool
         Samples come sorted by length, decreasing (pack mode; see ``pack``).
     batch_first, padding_value, padding_side, pad_to_multiple_of :
-        Pad mode options, as in :func:`fastcollate.pad`. A ``padding_value`` that is not
-        a number or a ``pad_to_multiple_of`` that is not a positive int is refused
-        here, at construction.
+        Pad mode options, as in :func:`fastcollate.pad`. ``padding_value`` may be a
+        dict of field -> value (fields it omits pad with 0), e.g. Hugging Face's
+        ``{"input_ids": pad_id, "labels": -100, "attention_mask": 0}``. A padding value
+        that is not a number or a ``pad_to_multiple_of`` that is not a positive int is
+        refused here, at construction. Every dict option (``dtype``, ``padding_value``,
+        ``lengths``, ``mask``) naming a field the samples lack raises ``KeyError``, one
+        naming a field that is not a sequence ``ValueError``: a typo is never ignored.
     pin_memory : bool
         Write the batch straight into page-locked memory (main-process loading; with
         workers, use ``DataLoader(pin_memory=True)`` instead).
@@ -443,6 +478,8 @@ class PackedCollate:
             raise ValueError("mask=True needs mode='pad'")
         check_padding_side(padding_side)
         _check_dtype_option(dtype)
+        _check_names_option("lengths", lengths)
+        _check_names_option("mask", mask)
         pad_to_multiple_of = _check_pad_options(padding_value, pad_to_multiple_of)
         self.ragged = _as_keys(ragged)
         self.mode = mode
@@ -459,9 +496,13 @@ class PackedCollate:
         self.shared_memory = shared_memory
         self.one_block = one_block
         self.flat = check_collate_flat(flat) if mode == "flat" else None
+        # auto-detected tensor fields -> stacked in the last batch (for the warning
+        # when one changes kind between batches)
+        self._auto_kinds: Dict[Key, bool] = {}
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
+                           if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
 
     # -- structure -----------------------------------------------------------------
@@ -531,45 +572,109 @@ class PackedCollate:
                                  f"{len(keys)}")
         raise AssertionError("unreachable: structures differ but no sample was found")
 
-    def _ragged_keys(self, columns: Dict[Key, list], kind: str, keys: List[Key]) -> List[Key]:
+    def _named(self) -> List[Tuple[str, Iterable[Key]]]:
+        """The per-field options given as dicts (and groups), with the fields they name."""
+        named = [(what, getattr(self, what)) for what in ("dtype", "padding_value",
+                                                          "lengths", "mask")]
+        return [(what, list(v)) for what, v in named if isinstance(v, Mapping)]
+
+    def _ragged_keys(self, columns: Dict[Key, list], kind: str,
+                     keys: List[Key]) -> Tuple[List[Key], List[Key]]:
+        """The ragged fields, and those of them that were auto-detected as tensors or
+        arrays: these are stacked instead when all their lengths are equal.
+
+        A field is ragged if ``ragged=`` lists it; without ``ragged=``, if a per-field
+        option names it (``dtype``/``padding_value``/``lengths``/``mask`` dicts,
+        ``groups``), or if sample 0 holds a list/tuple, or a tensor/array with >= 1
+        dimension whose leading sizes differ within the batch."""
         if kind == "bare":
-            return [None]
+            if self._named():
+                what = self._named()[0][0]
+                raise TypeError(f"{what}= is a dict of fields, but the samples are bare "
+                                "sequences, which have no fields; pass one value")
+            return [None], []
         if self.ragged is not None:
             unknown = [k for k in self.ragged if k not in keys]
             if unknown:
                 raise KeyError(f"ragged fields {unknown} are not in the samples' fields "
                                f"{keys}")
-            return [k for k in keys if k in self.ragged]
-        return [k for k in keys if _looks_ragged(columns[k][0])]
+            declared = set(self.ragged)
+        else:
+            declared = set()
+        for what, named in self._named():
+            unknown = [k for k in named if k not in keys]
+            if unknown:
+                raise KeyError(f"{what} names fields {unknown} that are not in the "
+                               f"samples' fields {keys}")
+            if what in ("lengths", "mask") and kind != "dict":
+                raise TypeError(f"{what}= as a dict names output keys, which needs dict "
+                                f"samples (these are {kind}s); pass {what}=True")
+            for k in named:
+                if self.ragged is not None and k not in declared:
+                    raise ValueError(f"{what} names field {k!r}, which is not ragged: "
+                                     f"ragged={list(self.ragged)!r} does not list it")
+                if self.ragged is None and not _looks_ragged(columns[k][0]):
+                    raise ValueError(f"{what} names field {k!r}, which is not ragged: "
+                                     f"sample 0 holds a {type(columns[k][0]).__name__} "
+                                     "there, not a sequence")
+            if self.ragged is None:
+                declared.update(named)
+        if self.ragged is not None:
+            return [k for k in keys if k in declared], []
+        # grouped fields are ragged too (_check_groups names those that are not)
+        declared.update(k for g in self.groups for k in g
+                        if k in columns and _looks_ragged(columns[k][0]))
+        ragged = [k for k in keys if k in declared or _looks_ragged(columns[k][0])]
+        auto = [k for k in ragged if k not in declared
+                and isinstance(columns[k][0], (torch.Tensor, np.ndarray))]
+        return ragged, auto
 
-    def _check_dtype_keys(self, keys: List[Key], ragged: List[Key]) -> None:
-        """A dtype dict may only name ragged fields (a typo would be ignored)."""
-        if not isinstance(self.dtype, Mapping):
-            return
-        unknown = [k for k in self.dtype if k not in keys]
-        if unknown:
-            raise KeyError(f"dtype names fields {unknown} that are not in the samples' "
-                           f"fields {keys}")
-        for k in self.dtype:
-            if k not in ragged:
-                raise ValueError(f"dtype names field {k!r}, which is not ragged: dtype= "
-                                 "casts ragged fields only")
+    def _stacks(self, key: Key, plan: Plan) -> bool:
+        """An auto-detected tensor/array field is stacked (as ``default_collate``
+        does) when all its samples have one length, unless an earlier batch of this
+        collate had it ragged (then it stays ragged). Warns when a stacked field
+        becomes ragged, since the batch changes type."""
+        lengths = plan.lengths
+        before = self._auto_kinds.get(key)
+        # once ragged, always ragged for this collate: a later batch whose lengths
+        # happen to be equal (a batch of one, bucketed ties) keeps the field's type
+        stacked = bool(len(lengths) and lengths.min() == lengths.max()
+                       and before is not False)
+        self._auto_kinds[key] = stacked
+        if before is not None and before != stacked:
+            now = (f"all its samples have length {int(lengths[0])} in this one, so it is "
+                   "stacked like a fixed-shape field" if stacked else
+                   "its lengths differ in this one, so it is ragged")
+            warnings.warn(
+                f"PackedCollate: field {key!r} was {'ragged' if stacked else 'stacked'} in "
+                f"the previous batch, but {now}; pass ragged=[{key!r}, ...] to always "
+                "treat it as ragged", UserWarning, stacklevel=3)
+        return stacked
+
+    def _wants(self, what: str, key: Key) -> bool:
+        option = getattr(self, what)
+        return key in option if isinstance(option, Mapping) else bool(option)
+
+    def _extra_key(self, what: str, key: Key) -> str:
+        option = getattr(self, what)
+        return option[key] if isinstance(option, Mapping) else f"{key}_{what}"
 
     def _check_extra_keys(self, keys: List[Key], ragged: List[Key]) -> None:
-        """The keys ``"<key>_lengths"``/``"<key>_mask"`` added to dict batches must not
-        be fields of the samples, nor be made twice (keys 1 and "1")."""
+        """The keys added to dict batches (``"<key>_lengths"``/``"<key>_mask"``, or the
+        names given) must not be fields of the samples, nor be made twice (keys 1 and
+        "1")."""
         taken = set(keys)
         made: Dict[str, Key] = {}
         for what in ("lengths", "mask"):
-            if not getattr(self, what):
-                continue
             for k in ragged:
-                name = f"{k}_{what}"
+                if not self._wants(what, k):
+                    continue
+                name = self._extra_key(what, k)
                 if name in taken:
-                    raise ValueError(f"{what}=True adds the key {name!r} for field {k!r}, "
+                    raise ValueError(f"{what}= adds the key {name!r} for field {k!r}, "
                                      f"but the samples already have a field {name!r}")
                 if name in made:
-                    raise ValueError(f"{what}=True would add the key {name!r} for both "
+                    raise ValueError(f"{what}= would add the key {name!r} for both "
                                      f"field {made[name]!r} and field {k!r}")
                 made[name] = k
 
@@ -580,6 +685,11 @@ class PackedCollate:
         if isinstance(self.dtype, Mapping):
             return self.dtype.get(key)
         return self.dtype
+
+    def _padding_for(self, key: Key) -> Any:
+        if isinstance(self.padding_value, Mapping):
+            return self.padding_value.get(key, 0)
+        return self.padding_value
 
     # -- collation -----------------------------------------------------------------
 
@@ -593,14 +703,17 @@ class PackedCollate:
             raise ValueError("cannot collate an empty batch")
         kind, keys, columns = (cast(Any, samples).columns() if from_store else
                                self._fields_of(samples))
-        ragged = (self._store_ragged_keys(columns, keys) if from_store else
-                  self._ragged_keys(columns, kind, keys))
-        self._check_dtype_keys(keys, ragged)
-        if kind == "dict" and (self.lengths or self.mask):
-            self._check_extra_keys(keys, ragged)
+        ragged, auto = (
+            (self._store_ragged_keys(columns, keys), []) if from_store else
+            self._ragged_keys(columns, kind, keys))
         fields: Dict[Key, _Field] = {}
         for key in ragged:
-            fields[key] = self._plan_field(columns[key], key, kind, defer=True)
+            field = self._plan_field(columns[key], key, kind, defer=True)
+            if key in auto and self._stacks(key, field.plan):
+                continue
+            fields[key] = field
+        if kind == "dict" and (self.lengths or self.mask):
+            self._check_extra_keys(keys, list(fields))
         self._check_groups(fields)
         try:
             fixed = {k: columns[k] if from_store else _collate_fixed(columns[k], repr(k))
@@ -697,9 +810,9 @@ class PackedCollate:
                 if p.sorted_indices is not None and key in host_fields:
                     want(key, "sorted_indices", (B,), torch.int64)
                     want(key, "unsorted_indices", (B,), torch.int64)
-            if self.lengths:
+            if self._wants("lengths", key):
                 want(key, "lengths", (B,), torch.int64)
-            if self.mask:
+            if self._wants("mask", key):
                 want(key, "mask", (B, f.T) if self.batch_first else (f.T, B), torch.bool)
         for key, value in fixed.items():
             if isinstance(value, torch.Tensor) and value.device.type == "cpu":
@@ -721,13 +834,13 @@ class PackedCollate:
                         raise _NotIntsIn(key) from None
                 else:
                     write_padded(p, out[key, "data"], batch_first=self.batch_first,
-                                 padding_value=self.padding_value,
+                                 padding_value=self._padding_for(key),
                                  padding_side=self.padding_side)
             elif self.mode == "pack":
                 out[key, "data"] = packed_by_torch(p)
             else:
                 out[key, "data"] = padded_by_torch(p, f.T, self.batch_first,
-                                                   self.padding_value,
+                                                   self._padding_for(key),
                                                    self.padding_side == "left")
             if self.mode == "pack":
                 _core.copy_array(out[key, "batch_sizes"].data_ptr(), p.batch_sizes)
@@ -735,9 +848,9 @@ class PackedCollate:
                 if (key, "sorted_indices") in out and si is not None and ui is not None:
                     _core.copy_array(out[key, "sorted_indices"].data_ptr(), si)
                     _core.copy_array(out[key, "unsorted_indices"].data_ptr(), ui)
-            if self.lengths:
+            if (key, "lengths") in out:
                 _core.copy_array(out[key, "lengths"].data_ptr(), p.lengths)
-            if self.mask:
+            if (key, "mask") in out:
                 steps = torch.arange(f.T)
                 lens = torch.from_numpy(p.lengths).unsqueeze(1)
                 m = steps >= f.T - lens if self.padding_side == "left" else steps < lens
@@ -772,7 +885,7 @@ class PackedCollate:
         if kind == "dict":
             batch = {k: values[k] for k in keys}
             for k, what in extras:
-                batch[f"{k}_{what}"] = out[k, what]
+                batch[self._extra_key(what, k)] = out[k, what]
             return batch
         if kind == "bare":
             record = values[None]
@@ -799,7 +912,9 @@ padded_collate = PackedCollate(mode="pad", lengths=True)
 
 def to_device(batch: Any, device: Union[str, torch.device], non_blocking: bool = True) -> Any:
     """Move a nested batch to ``device``: tensors, PackedSequences (``batch_sizes`` stays
-    on the CPU, as ``nn.LSTM`` requires), dicts, lists, tuples, namedtuples, dataclasses.
+    on the CPU, as ``nn.LSTM`` requires), dicts (any mapping type: ``defaultdict`` keeps
+    its factory), lists, tuples, namedtuples, dataclasses (``init=False`` fields kept,
+    ``__post_init__`` not run again). Other objects are returned as they are.
 
     With pinned host memory (``DataLoader(pin_memory=True)`` or
     ``PackedCollate(pin_memory=True)``) and ``non_blocking=True`` the copies overlap
@@ -814,13 +929,54 @@ def to_device(batch: Any, device: Union[str, torch.device], non_blocking: bool =
     >>> moved["x"].batch_sizes.device.type, moved["y"].tolist()
     ('cpu', [0, 1])
     """
-    if isinstance(batch, PackedSequence):
-        move = (lambda t: None if t is None else t.to(device, non_blocking=non_blocking))
-        return PackedSequence._make((move(batch.data), batch.batch_sizes,
-                                     move(batch.sorted_indices),
-                                     move(batch.unsorted_indices)))
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=non_blocking)
+    return _moved(batch, device, non_blocking, 0)
+
+
+_MISSING = object()
+
+
+def _moved(batch: Any, device: Union[str, torch.device], non_blocking: bool,
+           depth: int) -> Any:
+    """``to_device``'s recursion: containers are rebuilt as a shallow copy of their own
+    type (``defaultdict`` keeps its factory, a dataclass its ``init=False`` fields and
+    no ``__post_init__`` runs again); what it does not know is returned as is."""
+    if isinstance(batch, (torch.Tensor, PackedSequence)):
+        # PackedSequence.to moves data and the indices and keeps batch_sizes on the CPU
+        return cast(Any, batch).to(device, non_blocking=non_blocking)
+    if isinstance(batch, (str, bytes)) or batch is None or isinstance(batch, _NUMBERS):
+        return batch
+    if depth > 64:
+        raise ValueError("to_device: the batch is nested more than 64 levels deep (does "
+                         "it contain itself?)")
+    depth += 1
+    if isinstance(batch, Mapping):
+        moved = {k: _moved(v, device, non_blocking, depth) for k, v in batch.items()}
+        if type(batch) is dict:
+            return moved
+        try:
+            if isinstance(batch, MutableMapping):
+                clone = copy.copy(batch)
+                clone.update(moved)
+                return clone
+            return cast(Any, type(batch))(moved)
+        except TypeError:
+            return moved
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(_moved(v, device, non_blocking, depth) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        items = [_moved(v, device, non_blocking, depth) for v in batch]
+        try:
+            return type(batch)(items)
+        except TypeError:
+            return items
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        record = copy.copy(batch)
+        for f in dataclasses.fields(batch):
+            value = getattr(batch, f.name, _MISSING)   # an init=False field may be unset
+            if value is not _MISSING:
+                object.__setattr__(record, f.name, _moved(value, device, non_blocking, depth))
+        return record
+    return batch.to(device, non_blocking=non_blocking)
     if isinstance(batch, Mapping):
         moved = {k: to_device(v, device, non_blocking) for k, v in batch.items()}
         return moved if type(batch) is dict else cast(Any, type(batch))(moved)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import operator
 import warnings
+from collections.abc import Mapping
 from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -22,7 +23,7 @@ from torch.utils.data import Sampler
 
 from . import _sampler
 
-__all__ = ["BucketBatchSampler", "PaddingStats", "padding_efficiency"]
+__all__ = ["BucketBatchSampler", "PaddingStats", "padding_efficiency", "column_lengths"]
 
 _INT64_MAX = np.iinfo(np.int64).max
 _STATE_VERSION = 1
@@ -171,10 +172,95 @@ def padding_efficiency(lengths: Any, batches: Iterable[Sequence[int]]) -> Paddin
 
 class _Epoch(NamedTuple):
     epoch: int
+    replicas: tuple      # (num_replicas, rank) of the split
     idx: np.ndarray      # flat sample indices, batch b = idx[off[b]:off[b + 1]]
     off: np.ndarray
     order: np.ndarray    # batch ids of the whole epoch, in yield order, before padding
     mine: np.ndarray     # batch ids this rank yields, in order
+
+
+def column_lengths(dataset: Any, column: str) -> np.ndarray:
+    """Per-row lengths of ``dataset[column]`` as int64: the lengths of a ragged column
+    (rows are sequences), or the values of an integer column. See
+    :meth:`BucketBatchSampler.from_dataset`."""
+    if not isinstance(column, str):
+        raise TypeError(f"column must be a str, got {type(column).__name__}")
+    names = getattr(dataset, "column_names", None)
+    if names is None and isinstance(dataset, Mapping):
+        names = list(dataset.keys())
+    if names is not None and column not in names:
+        raise KeyError(f"column {column!r} is not in the dataset's columns {list(names)}")
+    if hasattr(dataset, "with_format") and hasattr(dataset, "data"):   # datasets.Dataset
+        values = dataset.with_format("arrow")[column]
+    else:
+        try:
+            values = dataset[column]
+        except (KeyError, IndexError, TypeError) as e:
+            raise KeyError(f"cannot read column {column!r} of the dataset: {e}") from e
+    values = _from_arrow(values, column)
+    if isinstance(values, np.ndarray) or isinstance(values, torch.Tensor):
+        if values.ndim == 1 and values.dtype not in (object, np.object_):
+            return _as_lengths(values)
+    if hasattr(values, "to_numpy") and not isinstance(values, np.ndarray):
+        values = values.to_numpy()                     # a pandas Series
+    values = list(values)
+    if values and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                      for v in values):
+        return _as_lengths(values)
+    out = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
+            raise TypeError(f"column {column!r}, row {i}: a {type(v).__name__} is neither "
+                            "a sequence nor an int length")
+        out[i] = len(v)
+    return _as_lengths(out)
+
+
+def _from_arrow(values: Any, column: str) -> Any:
+    """A pyarrow (chunked) array as NumPy lengths or values; other objects as they are."""
+    if type(values).__module__.split(".")[0] != "pyarrow":
+        return values
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    if values.null_count:
+        i = int(np.flatnonzero(np.asarray(values.is_null()))[0])
+        raise ValueError(f"column {column!r}, row {i} is null")
+    t = values.type
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        values = pc.list_value_length(values)
+    elif not pa.types.is_integer(t):
+        raise TypeError(f"column {column!r} has Arrow type {t}; expected lists (a ragged "
+                        "column) or integers (lengths)")
+    return np.asarray(values).astype(np.int64)
+
+
+class _EpochIndices(Sampler[int]):
+    """``BucketBatchSampler.sampler``: the sample indices its next iteration yields,
+    flattened; ``set_epoch`` is the owner's. Iterating it leaves the owner's position
+    (and a pending resumption) alone."""
+
+    def __init__(self, owner: "BucketBatchSampler") -> None:
+        self._owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self._owner.set_epoch(epoch)
+
+    def _mine(self) -> tuple:
+        owner = self._owner
+        ep = owner._epoch()
+        return ep, ep.mine[owner._resume or 0:]
+
+    def __iter__(self) -> Iterator[int]:
+        ep, mine = self._mine()
+        for b in mine.tolist():
+            yield from ep.idx[ep.off[b]:ep.off[b + 1]].tolist()
+
+    def __len__(self) -> int:
+        ep, mine = self._mine()
+        return int((ep.off[mine + 1] - ep.off[mine]).sum())
+
+    def __repr__(self) -> str:
+        return f"<indices of {self._owner!r}>"
 
 
 class BucketBatchSampler(Sampler[List[int]]):
@@ -218,11 +304,25 @@ class BucketBatchSampler(Sampler[List[int]]):
         or ``max_tokens // mean length``, the smaller if both), rounded up to a multiple
         of ``batch_size``, so that in count-only mode every batch but the last is full.
     num_replicas, rank : int, optional
-        Distributed split; default from :mod:`torch.distributed` when it is initialized,
-        else 1 and 0. Rank ``r`` yields batches ``r, r + R, r + 2R, ...`` of the
-        shuffled order. If their number is not a multiple of ``R``, the order is padded
-        with batches from its start (so those samples are seen twice this epoch), or
-        truncated with ``drop_last``, so every rank yields the same number of batches.
+        Distributed split; default from ``sampler`` if given, else from
+        :mod:`torch.distributed` when it is initialized at the time the epoch is built
+        (so a sampler made before ``init_process_group`` splits too), else 1 and 0.
+        Rank ``r`` yields batches ``r, r + R, r + 2R, ...`` of the shuffled order. If
+        their number is not a multiple of ``R``, the order is padded with batches from
+        its start (so those samples are seen twice this epoch), or truncated with
+        ``drop_last``, so every rank yields the same number of batches.
+    sampler : torch.utils.data.DistributedSampler, optional
+        Take ``num_replicas`` and ``rank`` from it (any object with those int
+        attributes). PyTorch Lightning passes one when it re-creates the batch sampler
+        for DDP; only its rank and world size are used, the batches are still this
+        sampler's own (split by batch, so every rank yields the same count).
+
+    Attributes
+    ----------
+    sampler : Sampler[int]
+        This rank's sample indices of the current epoch, flattened in batch order. Its
+        ``set_epoch`` sets this sampler's epoch: trainers that call
+        ``batch_sampler.sampler.set_epoch(epoch)`` (PyTorch Lightning) advance epochs.
 
     Notes
     -----
@@ -245,8 +345,16 @@ class BucketBatchSampler(Sampler[List[int]]):
                  batch_size: Optional[int] = None, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = False, drop_oversized: bool = False,
                  bucket_size: Optional[int] = None, num_replicas: Optional[int] = None,
-                 rank: Optional[int] = None) -> None:
+                 rank: Optional[int] = None, sampler: Optional[Any] = None) -> None:
         super().__init__()
+        if isinstance(lengths, Sampler):
+            raise TypeError(
+                f"BucketBatchSampler got a {type(lengths).__name__} where it expects the "
+                "sample lengths: something (PyTorch Lightning's DDP setup) is re-creating "
+                "it as if it were a torch BatchSampler(sampler, batch_size, drop_last). "
+                "BucketBatchSampler splits batches across ranks itself: set "
+                "Trainer(use_distributed_sampler=False), or pass the DistributedSampler "
+                "as BucketBatchSampler(lengths, ..., sampler=...)")
         self.lengths = _as_lengths(lengths)
         if max_tokens is None and batch_size is None:
             raise ValueError("BucketBatchSampler needs max_tokens, batch_size or both")
@@ -296,23 +404,94 @@ class BucketBatchSampler(Sampler[List[int]]):
                 raise ValueError("lengths too large: len(lengths) * max(lengths) overflows int64")
             self._kernel_max_tokens = min(self.max_tokens, cap)
 
-        if num_replicas is None or rank is None:
-            dist = torch.distributed
-            initialized = dist.is_available() and dist.is_initialized()
-            if num_replicas is None:
-                num_replicas = dist.get_world_size() if initialized else 1
-            if rank is None:
-                rank = dist.get_rank() if initialized else 0
-        self.num_replicas = _check_int("num_replicas", num_replicas, 1)
-        self.rank = _check_int("rank", rank, 0)
-        if self.rank >= self.num_replicas:
-            raise ValueError(f"rank must be in [0, num_replicas={self.num_replicas}), "
-                             f"got {self.rank}")
+        if sampler is not None:
+            given = {"num_replicas": num_replicas, "rank": rank}
+            for name in given:
+                value = getattr(sampler, name, None)
+                if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                    raise TypeError(f"sampler must be a DistributedSampler (an object with "
+                                    f"int num_replicas and rank), got a "
+                                    f"{type(sampler).__name__} without an int {name}")
+                if given[name] is not None and given[name] != value:
+                    raise ValueError(f"{name}={given[name]} but the sampler has {name}="
+                                     f"{value}; pass one or the other")
+            num_replicas, rank = sampler.num_replicas, sampler.rank
+        self._num_replicas = None if num_replicas is None else _check_int(
+            "num_replicas", num_replicas, 1)
+        self._rank = None if rank is None else _check_int("rank", rank, 0)
+        self._replicas()                     # check rank < num_replicas now
 
         self.epoch = 0
         self._cache: Optional[_Epoch] = None
         self._resume: Optional[int] = None   # batches to skip on the next __iter__
         self._yielded = 0                    # batches yielded so far in this epoch
+        self.sampler: Sampler[int] = _EpochIndices(self)
+        # Lightning re-creates a batch sampler for DDP from these (the protocol of its
+        # own wrapper of BatchSampler.__init__), passing its DistributedSampler as
+        # `sampler`; without them it would call BucketBatchSampler(sampler, batch_size=,
+        # drop_last=) and fail.
+        if not hasattr(self, "__pl_saved_args"):
+            saved = {"max_tokens": max_tokens, "batch_size": batch_size, "shuffle": shuffle,
+                     "seed": seed, "drop_last": drop_last, "drop_oversized": drop_oversized,
+                     "bucket_size": bucket_size, "num_replicas": num_replicas,
+                     "rank": rank, "sampler": sampler}
+            if sampler is not None:     # its rank/world size were copied from it
+                saved["num_replicas"] = saved["rank"] = None
+            object.__setattr__(self, "__pl_saved_args", (self.lengths,))
+            object.__setattr__(self, "__pl_saved_kwargs", saved)
+            object.__setattr__(self, "__pl_saved_arg_names", ("lengths",))
+            object.__setattr__(self, "__pl_saved_default_kwargs", {})
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, column: str = "input_ids",
+                     **kwargs: Any) -> "BucketBatchSampler":
+        """A sampler whose lengths come from a column of ``dataset``.
+
+        Parameters
+        ----------
+        dataset : datasets.Dataset or a mapping of column name -> values
+            A Hugging Face ``datasets.Dataset`` (read through Arrow: no Python object
+            per row, ``select``/``shuffle``/``filter`` views respected), or anything
+            with ``dataset[column]`` (a dict of lists, a pandas DataFrame).
+        column : str, default "input_ids"
+            A ragged column (each row a sequence: its length is used) or an integer
+            column of lengths (e.g. ``"length"``).
+        **kwargs
+            The other arguments of :class:`BucketBatchSampler` (``max_tokens``, ...).
+
+        Examples
+        --------
+        >>> s = BucketBatchSampler.from_dataset({"input_ids": [[1, 2, 3], [4], [5, 6]]},
+        ...                                     batch_size=2)
+        >>> s.lengths.tolist()
+        [3, 1, 2]
+        """
+        return cls(column_lengths(dataset, column), **kwargs)
+
+    # ------------------------------------------------------------------ ranks
+    def _replicas(self) -> tuple:
+        """``(num_replicas, rank)``: as given, else torch.distributed's now."""
+        R, rank = self._num_replicas, self._rank
+        if R is None or rank is None:
+            dist = torch.distributed
+            initialized = dist.is_available() and dist.is_initialized()
+            if R is None:
+                R = dist.get_world_size() if initialized else 1
+            if rank is None:
+                rank = dist.get_rank() if initialized else 0
+        if rank >= R:
+            raise ValueError(f"rank must be in [0, num_replicas={R}), got {rank}")
+        return R, rank
+
+    @property
+    def num_replicas(self) -> int:
+        """Number of ranks the epoch is split across."""
+        return self._replicas()[0]
+
+    @property
+    def rank(self) -> int:
+        """This process's rank."""
+        return self._replicas()[1]
 
     # ------------------------------------------------------------------ epochs
     def set_epoch(self, epoch: int) -> None:
@@ -351,26 +530,31 @@ class BucketBatchSampler(Sampler[List[int]]):
         return idx, off, batch_order
 
     def _epoch(self) -> _Epoch:
+        replicas = self._replicas()
         if self._cache is None or self._cache.epoch != self.epoch:
             self._cache = None   # free the previous epoch first
             idx, off, order = self._build(self.epoch)
-            self._cache = _Epoch(self.epoch, idx, off, order, self._split(order))
+            self._cache = _Epoch(self.epoch, replicas, idx, off, order,
+                                 self._split(order, *replicas))
+        elif self._cache.replicas != replicas:
+            self._cache = self._cache._replace(replicas=replicas,
+                                               mine=self._split(self._cache.order, *replicas))
         return self._cache
 
-    def _split(self, order: np.ndarray) -> np.ndarray:
+    def _split(self, order: np.ndarray, R: int, rank: int) -> np.ndarray:
         """This rank's batches: positions ``rank, rank + R, ...`` of ``order``, padded
         by repeating it from its start (or truncated with ``drop_last``) to a multiple
         of ``R``. Computed without materializing the padded order (``R`` may be huge)."""
-        R, nb = self.num_replicas, len(order)
+        nb = len(order)
         if R == 1:
             return order
         count = nb // R if self.drop_last else -(-nb // R)
         if count == 0:
             return order[:0]
         if count == 1:                      # also R > nb, where R may not fit int64
-            return order[self.rank % nb:self.rank % nb + 1]
+            return order[rank % nb:rank % nb + 1]
         # count >= 2, so R < nb: every position below count * R fits int64
-        return order[(self.rank + R * np.arange(count, dtype=np.int64)) % nb]
+        return order[(rank + R * np.arange(count, dtype=np.int64)) % nb]
 
     def __iter__(self) -> Iterator[List[int]]:
         ep = self._epoch()

@@ -122,7 +122,8 @@ def test_per_field_dtype():
 def test_pad_mode_equals_pad_sequence(seed, batch_first, side, multiple):
     rng = np.random.default_rng(seed)
     seqs = ragged_batch(rng, B=int(rng.integers(1, 20)), feat=3)
-    collate = PackedCollate(mode="pad", lengths=True, mask=True, batch_first=batch_first,
+    # ragged=0: a tensor field of one length (B may be 1) would be stacked otherwise
+    collate = PackedCollate(0, mode="pad", lengths=True, mask=True, batch_first=batch_first,
                             padding_side=side, padding_value=-1,
                             pad_to_multiple_of=multiple)
     padded, labels, lengths, mask = collate([(s, i) for i, s in enumerate(seqs)])
