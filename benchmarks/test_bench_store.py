@@ -25,7 +25,7 @@ from fastcollate import PackedCollate, RaggedArray, StoreDataset
 
 
 def _lengths(rng, n, kind):
-    if kind == "tokens":     # DESIGN.md "tokens": lognormal(3.3, 0.8) clipped to 1..512
+    if kind == "tokens":     # the "tokens" workload: lognormal(3.3, 0.8) clipped to 1..512
         return np.clip(rng.lognormal(3.3, 0.8, n), 1, 512).astype(np.int64)
     return rng.integers(100, 1500, n)          # "speech"
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import operator
 import warnings
 from collections.abc import Mapping
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence
+from typing import (Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 import torch
@@ -263,6 +264,19 @@ class _EpochIndices(Sampler[int]):
         return f"<indices of {self._owner!r}>"
 
 
+def distributed_defaults(num_replicas: Optional[int], rank: Optional[int]) -> Tuple[int, int]:
+    """``(num_replicas, rank)``: those given, the missing ones from torch.distributed
+    (1 and 0 when it is not initialized)."""
+    if num_replicas is None or rank is None:
+        dist = torch.distributed
+        initialized = dist.is_available() and dist.is_initialized()
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if initialized else 1
+        if rank is None:
+            rank = dist.get_rank() if initialized else 0
+    return num_replicas, rank
+
+
 class BucketBatchSampler(Sampler[List[int]]):
     """Batches of samples of similar length, for ``DataLoader(batch_sampler=...)``.
 
@@ -471,14 +485,7 @@ class BucketBatchSampler(Sampler[List[int]]):
     # ------------------------------------------------------------------ ranks
     def _replicas(self) -> tuple:
         """``(num_replicas, rank)``: as given, else torch.distributed's now."""
-        R, rank = self._num_replicas, self._rank
-        if R is None or rank is None:
-            dist = torch.distributed
-            initialized = dist.is_available() and dist.is_initialized()
-            if R is None:
-                R = dist.get_world_size() if initialized else 1
-            if rank is None:
-                rank = dist.get_rank() if initialized else 0
+        R, rank = distributed_defaults(self._num_replicas, self._rank)
         if rank >= R:
             raise ValueError(f"rank must be in [0, num_replicas={R}), got {rank}")
         return R, rank

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from . import _sampler, _stream
-from .sampler import PaddingStats, _check_int
+from .sampler import PaddingStats, _check_int, distributed_defaults
 
 __all__ = ["BucketStream", "bucket_lengths", "estimate_boundaries", "stop_together"]
 
@@ -345,13 +345,7 @@ class BucketStream(IterableDataset):
         self.collate_fn = collate_fn
         self.shuffle = bool(shuffle)
         self._get_length = _length_of(length)
-        if num_replicas is None or rank is None:
-            dist = torch.distributed
-            initialized = dist.is_available() and dist.is_initialized()
-            if num_replicas is None:
-                num_replicas = dist.get_world_size() if initialized else 1
-            if rank is None:
-                rank = dist.get_rank() if initialized else 0
+        num_replicas, rank = distributed_defaults(num_replicas, rank)
         self.num_replicas = _check_int("num_replicas", num_replicas, 1)
         self.rank = _check_int("rank", rank, 0)
         if self.rank >= self.num_replicas:
