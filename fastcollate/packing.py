@@ -20,8 +20,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _cast, _core, _store
 
-__all__ = ["pack", "pack_lengths", "Plan", "NotInts", "plan_batch", "write_plan", "wrap_packed", "check_out",
-           "new_output", "torch_functions_off"]
+__all__ = ["pack", "pack_lengths", "Plan", "NotInts", "plan_batch", "write_plan", "wrap_packed",
+           "check_out", "new_output", "torch_functions_off"]
 
 # NumPy <-> torch dtypes that both sides can store (bfloat16 has no NumPy twin).
 _NP_TO_TORCH = {
