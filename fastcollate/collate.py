@@ -498,7 +498,7 @@ class PackedCollate:
         self.flat = check_collate_flat(flat) if mode == "flat" else None
         # auto-detected tensor fields -> stacked in the last batch (for the warning
         # when one changes kind between batches)
-        self._auto_kinds: Dict[Key, bool] = {}
+        self._auto_kinds: Dict[Tuple[Key, torch.dtype, Tuple[int, ...]], bool] = {}
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
@@ -635,12 +635,15 @@ class PackedCollate:
         collate had it ragged (then it stays ragged). Warns when a stacked field
         becomes ragged, since the batch changes type."""
         lengths = plan.lengths
-        before = self._auto_kinds.get(key)
+        # remembered per field and kind of rows: a shared collate (packed_collate) used
+        # for another dataset does not carry one dataset's memory into the other
+        memo = (key, plan.dtype, plan.row)
+        before = self._auto_kinds.get(memo)
         # once ragged, always ragged for this collate: a later batch whose lengths
         # happen to be equal (a batch of one, bucketed ties) keeps the field's type
         stacked = bool(len(lengths) and lengths.min() == lengths.max()
                        and before is not False)
-        self._auto_kinds[key] = stacked
+        self._auto_kinds[memo] = stacked
         if before is not None and before != stacked:
             now = (f"all its samples have length {int(lengths[0])} in this one, so it is "
                    "stacked like a fixed-shape field" if stacked else

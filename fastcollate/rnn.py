@@ -151,6 +151,9 @@ def _padding_element(padding_value: Any, dtype: torch.dtype) -> Optional[Any]:
                                    and math.copysign(1.0, padding_value) < 0):
         return 0
     try:
+        # torch's C++ fill converts with an overflow check (1e30 into float16 raises);
+        # the Python torch.full path does not: check the way pad_sequence does first
+        torch.empty(0, dtype=dtype).fill_(float(padding_value))
         return torch.full((), float(padding_value), dtype=dtype).item()
     except (RuntimeError, OverflowError):
         return None
