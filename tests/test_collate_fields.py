@@ -213,3 +213,13 @@ def test_to_device_refuses_a_batch_that_contains_itself():
     loop.append(loop)
     with pytest.raises(ValueError, match=r"nested more than 64 levels"):
         to_device(loop, "cpu")
+
+
+def test_the_ragged_memory_is_per_kind_of_rows_so_a_shared_collate_starts_fresh():
+    """packed_collate is one shared object: a field 1 that was ragged int64 token ids in
+    one dataset does not make another dataset's float32 2-vectors in field 1 ragged."""
+    collate = PackedCollate()
+    assert isinstance(collate([(np.arange(3), np.arange(2)), (np.arange(1), np.arange(1))])[1],
+                      PackedSequence)
+    _, vec = collate([(np.arange(i + 2), np.full(2, i, dtype=np.float32)) for i in range(3)])
+    assert vec.dtype == torch.float32 and vec.tolist() == [[0, 0], [1, 1], [2, 2]]

@@ -499,3 +499,15 @@ def test_pack_padded_sequence_of_unsigned_dtypes_torch_cannot_gather(dtype, cont
         theirs = torch_rnn.pack_padded_sequence(x, [2, 4, 3], batch_first, enforce_sorted=False)
         assert ours.data.dtype == dtype
         assert torch.equal(ours.data.to(torch.float64), theirs.data.to(torch.float64))
+
+
+@pytest.mark.parametrize("lengths", [[0], [1, 0], [2, 1]])
+def test_pad_sequence_refuses_a_padding_value_the_dtype_overflows_like_torch(lengths):
+    """torch's C++ fill checks the conversion (1e30 into float16 raises) even when no
+    slot is padded; the drop-in raises the same error instead of writing inf."""
+    seqs = [torch.ones(n, dtype=torch.float16) for n in lengths]
+    with pytest.raises(RuntimeError, match="without overflow") as theirs:
+        torch.nn.utils.rnn.pad_sequence(seqs, padding_value=1e30)
+    with pytest.raises(RuntimeError, match="without overflow") as ours:
+        rnn.pad_sequence(seqs, padding_value=1e30)
+    assert str(ours.value) == str(theirs.value)
