@@ -19,6 +19,8 @@ from cpython.object cimport PyObject
 from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
+from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetPointer
+from cpython.ref cimport Py_INCREF
 
 import numpy as np
 cimport numpy as cnp
@@ -82,8 +84,12 @@ def sort_lengths(lengths, bint enforce_sorted=False):
     ([3, 3, 1], [1, 0, 2], [1, 0, 2])
     """
     cdef cnp.ndarray arr = _int64_lengths(lengths)
-    cdef const int64_t[::1] lens = arr
-    cdef Py_ssize_t B = lens.shape[0], i
+    return _count_sort(<const int64_t*>cnp.PyArray_DATA(arr), arr.shape[0], enforce_sorted)
+
+
+cdef tuple _count_sort(const int64_t* lens, Py_ssize_t B, bint enforce_sorted):
+    """:func:`sort_lengths` of ``B`` lengths at ``lens`` (the caller keeps them alive)."""
+    cdef Py_ssize_t i
     if B == 0:
         raise ValueError("cannot pack an empty batch: expected at least one sample")
     cdef int64_t max_len = 0, l
@@ -102,8 +108,9 @@ def sort_lengths(lengths, bint enforce_sorted=False):
                     "decreasing order of length. You can pass `enforce_sorted=False` to "
                     "sort them internally")
     # counts, then suffix sums: bs[t] = #samples with length > t, for t in 0..max_len-1
-    cdef cnp.ndarray bs_arr = np.zeros(max_len, dtype=np.int64)
-    cdef int64_t[::1] bs = bs_arr
+    cdef cnp.npy_intp n = max_len
+    cdef cnp.ndarray bs_arr = cnp.PyArray_ZEROS(1, &n, cnp.NPY_INT64, 0)
+    cdef int64_t* bs = <int64_t*>cnp.PyArray_DATA(bs_arr)
     cdef int64_t t
     with nogil:
         for i in range(B):
@@ -112,8 +119,9 @@ def sort_lengths(lengths, bint enforce_sorted=False):
             bs[t] += bs[t + 1]
     if enforce_sorted:
         return bs_arr, None, None
-    cdef cnp.ndarray order_arr = np.empty(B, dtype=np.int64)
-    cdef cnp.ndarray inverse_arr = np.empty(B, dtype=np.int64)
+    n = B
+    cdef cnp.ndarray order_arr = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
+    cdef cnp.ndarray inverse_arr = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
     cdef int64_t* order = <int64_t*>cnp.PyArray_DATA(order_arr)
     cdef int64_t* inverse = <int64_t*>cnp.PyArray_DATA(inverse_arr)
     # samples of length l take ranks [#len > l, #len >= l) = [bs[l], bs[l-1]) (with
@@ -288,6 +296,278 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
         free(scratch)
 
 
+# ---------------------------------------------------------------------------------------
+# pack in one call: scan + counting sort + allocation + scatter
+# ---------------------------------------------------------------------------------------
+
+cdef extern from "stdlib.h" nogil:
+    int posix_memalign(void** memptr, size_t alignment, size_t size)
+
+cdef extern from "numpy/arrayobject.h":
+    ctypedef struct PyTypeObject:
+        pass
+    PyTypeObject PyArray_Type
+    object PyArray_NewFromDescr(PyTypeObject* subtype, cnp.PyArray_Descr* descr, int nd,
+                                cnp.npy_intp* dims, cnp.npy_intp* strides, void* data,
+                                int flags, PyObject* obj)
+
+cdef const char* _BUFFER_NAME = "fastcollate.rows"
+cdef size_t _HUGE_MIN = 4 << 20
+
+
+cdef void _free_rows(object capsule) noexcept:
+    free(PyCapsule_GetPointer(capsule, _BUFFER_NAME))
+
+
+cdef cnp.ndarray _new_rows(cnp.dtype descr, int nd, cnp.npy_intp* dims, size_t nbytes):
+    """A fresh C-contiguous array of shape ``dims`` and dtype ``descr`` (``nbytes``
+    bytes), 64-byte aligned as torch's CPU allocator aligns, owning its memory (freed
+    with the array), advised onto huge pages from ``HUGE_MIN_BYTES``."""
+    cdef void* p = NULL
+    if posix_memalign(&p, 64, nbytes if nbytes > 0 else 64) != 0:
+        raise MemoryError(f"cannot allocate {nbytes} bytes for the packed data")
+    try:
+        owner = PyCapsule_New(p, _BUFFER_NAME, _free_rows)
+    except BaseException:
+        free(p)
+        raise
+    if nbytes >= _HUGE_MIN:
+        fc_advise_huge(<char*>p, nbytes)
+    Py_INCREF(descr)        # PyArray_NewFromDescr steals a reference, even on failure
+    cdef cnp.ndarray arr = PyArray_NewFromDescr(&PyArray_Type, <cnp.PyArray_Descr*>descr, nd, dims,
+                                                NULL, p, cnp.NPY_ARRAY_CARRAY, NULL)
+    cnp.set_array_base(arr, owner)
+    return arr
+
+
+cdef tuple _pack_rows(const uintptr_t* srcs_in, const int64_t* lens_in, Py_ssize_t B,
+                      Py_ssize_t row_bytes, cnp.dtype descr, int nd, cnp.npy_intp* dims,
+                      bint enforce_sorted):
+    """Sort ``B`` samples (``lens_in[i]`` contiguous rows of ``row_bytes`` bytes at
+    ``srcs_in[i]``, kept alive by the caller), allocate the packed output (shape
+    ``dims``: ``dims[0]`` is set here, ``dims[1:]`` is the row) and scatter into it.
+    Returns ``(data, batch_sizes, sorted_indices, unsorted_indices)`` as arrays."""
+    bs_arr, si_arr, ui_arr = _count_sort(lens_in, B, enforce_sorted)
+    cdef Py_ssize_t T = (<cnp.ndarray>bs_arr).shape[0], r, i, t
+    cdef const int64_t* bs = <const int64_t*>cnp.PyArray_DATA(bs_arr)
+    cdef const int64_t* order = NULL
+    if si_arr is not None:
+        order = <const int64_t*>cnp.PyArray_DATA(si_arr)
+    cdef int64_t total = 0
+    for t in range(T):          # sum(batch_sizes) == sum(lengths) <= B * max_len
+        if bs[t] > INT64_MAX - total:
+            raise ValueError("the total length overflows int64")
+        total += bs[t]
+    if row_bytes > 0 and total > INT64_MAX // row_bytes:
+        raise ValueError(f"the packed data ({total} rows of {row_bytes} bytes) overflows int64")
+    dims[0] = total
+    cdef cnp.ndarray data = _new_rows(descr, nd, dims, <size_t>(total * row_bytes))
+    if row_bytes == 0:
+        return data, bs_arr, si_arr, ui_arr
+    # one scratch block: rank-ordered sources and lengths, then the step offsets
+    cdef int64_t* scratch = <int64_t*>malloc((2 * B + T + 1) * sizeof(int64_t))
+    if scratch == NULL:
+        raise MemoryError()
+    cdef uintptr_t* srcs = <uintptr_t*>scratch
+    cdef int64_t* lens = scratch + B
+    cdef int64_t* offs = scratch + 2 * B
+    cdef int64_t acc = 0, block, tile
+    cdef int stream
+    for r in range(B):
+        i = r if order == NULL else order[r]
+        srcs[r] = srcs_in[i]
+        lens[r] = lens_in[i]
+    for t in range(T):
+        offs[t] = acc
+        acc += bs[t]
+    offs[T] = acc
+    block = choose_block(row_bytes, B)
+    stream = choose_stream(row_bytes, acc * row_bytes)
+    tile = choose_tile(row_bytes, T)
+    with nogil:
+        fc_scatter(<char*>cnp.PyArray_DATA(data), <const char* const*>srcs, lens, offs, B,
+                   row_bytes, block, stream, tile)
+    free(scratch)
+    return data, bs_arr, si_arr, ui_arr
+
+
+@cython.boundscheck(True)
+def pack_arrays(seqs, bint enforce_sorted=False):
+    """:func:`fastcollate.pack` of a batch of NumPy arrays in one call.
+
+    Every sample must be an exact, C-contiguous, aligned, native-endian ``ndarray`` of
+    sample 0's dtype, number of dimensions (>= 1) and trailing shape; otherwise None is
+    returned and nothing is allocated (the caller takes its general path, which names
+    the odd sample). Returns ``(data, batch_sizes, sorted_indices, unsorted_indices)``
+    as arrays: ``data`` a fresh ``(sum L_i, *row)`` array of that dtype in 64-byte
+    aligned memory; the indices None with ``enforce_sorted``. Zero-length samples and
+    unsorted lengths with ``enforce_sorted`` raise as :func:`sort_lengths` does.
+
+    The batch is copied into a private list first: every array stays alive while the
+    GIL is released for the copy, whatever another thread does to ``seqs``.
+    """
+    cdef list own = list(seqs)
+    cdef Py_ssize_t B = len(own), i, k
+    if B == 0:
+        return None
+    cdef object x = own[0]
+    if not cnp.PyArray_CheckExact(x):
+        return None
+    cdef cnp.ndarray a, a0 = <cnp.ndarray>x
+    cdef cnp.PyArray_Descr* d0 = cnp.PyArray_DESCR(a0)
+    cdef int nd0 = cnp.PyArray_NDIM(a0)
+    cdef cnp.npy_intp* dims0 = cnp.PyArray_DIMS(a0)
+    cdef cnp.npy_intp* dims
+    if nd0 < 1:
+        return None
+    cdef Py_ssize_t row_bytes = cnp.PyArray_ITEMSIZE(a0)
+    for k in range(1, nd0):
+        row_bytes *= dims0[k]
+    cdef cnp.npy_intp out_dims[64]
+    if nd0 > 64:
+        return None
+    for k in range(nd0):
+        out_dims[k] = dims0[k]
+    cdef int64_t* scratch = <int64_t*>malloc(2 * B * sizeof(int64_t) + 8)
+    if scratch == NULL:
+        raise MemoryError()
+    cdef uintptr_t* ptrs = <uintptr_t*>scratch
+    cdef int64_t* lens = scratch + B
+    cdef bint ok
+    try:
+        for i in range(B):
+            x = own[i]
+            if not cnp.PyArray_CheckExact(x):
+                return None
+            a = <cnp.ndarray>x
+            ok = (cnp.PyArray_NDIM(a) == nd0
+                  and (cnp.PyArray_DESCR(a) == d0 or cnp.PyArray_EquivTypes(
+                      <cnp.dtype><PyObject*>cnp.PyArray_DESCR(a), <cnp.dtype><PyObject*>d0))
+                  and cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISNOTSWAPPED(a))
+            if not ok:
+                return None
+            dims = cnp.PyArray_DIMS(a)
+            for k in range(1, nd0):
+                if dims[k] != out_dims[k]:
+                    return None
+            ptrs[i] = <uintptr_t>cnp.PyArray_DATA(a)
+            lens[i] = dims[0]
+        return _pack_rows(ptrs, lens, B, row_bytes, <cnp.dtype><PyObject*>d0, nd0,
+                          out_dims, enforce_sorted)
+    finally:
+        free(scratch)
+
+
+def pack_flat(src, const int64_t[::1] numels, bint enforce_sorted=False):
+    """:func:`fastcollate.pack` of samples concatenated in ``src`` (a C-contiguous,
+    aligned, native-endian array of shape ``(N, *row)``, e.g. ``torch.cat`` of a tensor
+    batch as NumPy), sample ``i`` being ``numels[i]`` elements, in one call.
+
+    Returns ``(data, batch_sizes, sorted_indices, unsorted_indices)`` like
+    :func:`pack_arrays`, or None when the elements do not split into whole rows of
+    ``src``: a count of 0 or not a multiple of the row's elements, counts that do not
+    add up to ``N`` rows, or rows of zero elements (the caller's general path then
+    reports the sample).
+    """
+    if not cnp.PyArray_CheckExact(src):
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray>src
+    cdef int nd = cnp.PyArray_NDIM(a), k
+    if nd < 1 or nd > 64 or not cnp.PyArray_ISCARRAY_RO(a) or not cnp.PyArray_ISNOTSWAPPED(a):
+        return None
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(a)
+    cdef cnp.npy_intp out_dims[64]
+    cdef int64_t unit = 1, n, acc = 0
+    for k in range(nd):
+        out_dims[k] = dims[k]
+        if k:
+            unit *= dims[k]
+    cdef Py_ssize_t B = numels.shape[0], i
+    if B == 0 or unit <= 0:
+        return None
+    cdef Py_ssize_t row_bytes = unit * cnp.PyArray_ITEMSIZE(a)
+    cdef int64_t* scratch = <int64_t*>malloc(2 * B * sizeof(int64_t))
+    if scratch == NULL:
+        raise MemoryError()
+    cdef uintptr_t* ptrs = <uintptr_t*>scratch
+    cdef int64_t* lens = scratch + B
+    cdef uintptr_t base = <uintptr_t>cnp.PyArray_DATA(a)
+    try:
+        for i in range(B):
+            n = numels[i]
+            if n <= 0 or n % unit != 0:
+                return None
+            n //= unit
+            if n > dims[0] - acc:
+                return None
+            ptrs[i] = base + <uintptr_t>(acc * row_bytes)
+            lens[i] = n
+            acc += n
+        if acc != dims[0]:
+            return None
+        return _pack_rows(ptrs, lens, B, row_bytes, <cnp.dtype><PyObject*>cnp.PyArray_DESCR(a),
+                          nd, out_dims, enforce_sorted)
+    finally:
+        free(scratch)
+
+
+def pack_tensors(seqs, tensor_type, cat, int64_t direct_bytes, bint enforce_sorted=False):
+    """:func:`fastcollate.pack` of a batch of small exact CPU tensors in one call:
+    ``numel()`` of every sample, ``cat(samples)`` (``torch.cat``: it validates
+    dtypes, devices and rows, promotes mixed dtypes, copies any strides), its NumPy
+    view, then :func:`pack_flat`. ``tensor_type`` and ``cat`` are ``torch.Tensor`` and
+    ``torch.cat`` (this module does not import torch).
+
+    None, with nothing allocated, when a sample is not an exact ``tensor_type``, when
+    the samples average ``direct_bytes`` or more (sample 0's element size times the
+    elements: reading each tensor directly then beats the concatenation's copy), when
+    ``cat`` refuses the batch, when the concatenation has no NumPy view (requiring
+    grad, not on the CPU, a conjugate or negative view, a dtype NumPy lacks) or when
+    :func:`pack_flat` cannot split it: the caller's general path handles or names it.
+
+    No Python code runs between the ``numel()`` reads and the start of ``cat``, so
+    another Python thread cannot change a sample's shape in between (``cat`` then reads
+    the samples itself); the flat buffer is private to this call.
+    """
+    cdef list own = list(seqs)
+    cdef Py_ssize_t B = len(own)
+    if B == 0:
+        return None
+    numels = tensor_numels(own, tensor_type)
+    if numels is None:
+        return None
+    cdef const int64_t* n = <const int64_t*>cnp.PyArray_DATA(numels)
+    cdef double total = 0
+    cdef Py_ssize_t i
+    for i in range(B):
+        total += <double>n[i]
+    if total * <double>own[0].element_size() >= <double>direct_bytes * <double>B:
+        return None
+    try:
+        src = cat(own).numpy()
+    except (RuntimeError, TypeError, ValueError):
+        return None
+    return pack_flat(src, numels, enforce_sorted)
+
+
+@cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change
+def tensor_numels(seqs, tensor_type):
+    """``numel()`` of every sample of a batch of exact tensors (``type(x) is
+    tensor_type``) as int64, or None as soon as a sample is anything else. One call
+    per tensor (~50 ns), cheaper than reading ``shape``."""
+    cdef Py_ssize_t B = len(seqs), i
+    cdef cnp.npy_intp n = B
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
+    cdef int64_t* o = <int64_t*>cnp.PyArray_DATA(out)
+    cdef object x, numel = tensor_type.numel
+    for i in range(B):
+        x = seqs[i]
+        if type(x) is not tensor_type:
+            return None
+        o[i] = numel(x)
+    return out
+
+
 def pad_scatter(src_ptrs, lengths, Py_ssize_t T, Py_ssize_t row_bytes, uintptr_t out_ptr,
                 bint batch_first=True, bint left=False, bytes pad_row=None, int stream=-1,
                 list storages=None, snapshot=None):
@@ -328,7 +608,7 @@ def pad_scatter(src_ptrs, lengths, Py_ssize_t T, Py_ssize_t row_bytes, uintptr_t
                batch_first, left, pad, pad_bytes, stream)
 
 
-HUGE_MIN_BYTES = 4 << 20
+HUGE_MIN_BYTES = _HUGE_MIN
 
 
 def advise_huge(uintptr_t ptr, size_t nbytes):
@@ -702,26 +982,50 @@ def leading_lengths(seqs):
 
 
 @cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change
-def tensor_lengths(seqs, tensor_type):
+def tensor_lengths(seqs, tensor_type, cat=None, int64_t direct_bytes=0):
     """Leading lengths of a batch of exact tensors (``type(x) is tensor_type``, whose
     ``shape`` cannot be overridden), as int64; None if a sample is anything else, is
     zero-dimensional, or has another number of dimensions than sample 0 (torch.cat
-    would skip a 1-D empty tensor beside wider rows instead of refusing it)."""
-    cdef Py_ssize_t B = len(seqs), i, nd = -1
+    would skip a 1-D empty tensor beside wider rows instead of refusing it).
+
+    With ``cat`` (``torch.cat``), returns ``(lengths, flat)``: ``flat`` is
+    ``cat(seqs)`` when the samples average fewer than ``direct_bytes`` bytes (sample
+    0's row bytes times the mean length), ``None`` otherwise (the caller reads them
+    directly), ``False`` when ``cat`` refused them. No Python code runs between the
+    shape reads and the start of ``cat``: another Python thread cannot change a
+    sample's shape in between, so the lengths are those ``cat`` concatenated.
+    """
+    cdef list own = list(seqs)
+    cdef Py_ssize_t B = len(own), i, k, nd = -1
     cdef cnp.ndarray lens_arr = np.empty(B, dtype=np.int64)
     cdef int64_t[::1] lens = lens_arr
-    cdef object x, shape
+    cdef object x, shape, shape0 = None
+    cdef int64_t total = 0, row_bytes
     for i in range(B):
-        x = seqs[i]
+        x = own[i]
         if type(x) is not tensor_type:
             return None
         shape = x.shape
         if nd < 0:
             nd = PyTuple_GET_SIZE(shape)
+            shape0 = shape
         if nd == 0 or PyTuple_GET_SIZE(shape) != nd:
             return None
         lens[i] = <object>PyTuple_GET_ITEM(shape, 0)
-    return lens_arr
+        if lens[i] < 0 or lens[i] > INT64_MAX - total:
+            return None
+        total += lens[i]
+    if cat is None:
+        return lens_arr
+    row_bytes = own[0].element_size()
+    for k in range(1, nd):
+        row_bytes *= <int64_t>(<object>PyTuple_GET_ITEM(shape0, k))
+    if <double>total * <double>row_bytes >= <double>direct_bytes * <double>B:
+        return lens_arr, None
+    try:
+        return lens_arr, cat(own)
+    except (RuntimeError, TypeError, ValueError):
+        return lens_arr, False
 
 
 @cython.boundscheck(True)

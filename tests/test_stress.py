@@ -71,6 +71,15 @@ def big_tensor(k: int, v: int) -> torch.Tensor:
     return torch.full((length_of(k, v), ROW), value_of(k, v), dtype=torch.float64)
 
 
+def small_length(k: int, v: int) -> int:
+    return 5 + 3 * k + 7 * (v % 5)
+
+
+def small_tensor(k: int, v: int) -> torch.Tensor:
+    """A 1-D int16 sample of 5..48 elements: packed through one torch.cat."""
+    return torch.full((small_length(k, v),), value_of(k, v), dtype=torch.int16)
+
+
 def float_list(k: int, v: int) -> list:
     return [value_of(k, v)] * (length_of(k, v) // 4)
 
@@ -445,6 +454,43 @@ def tensors_replaced_swapped_and_filled_while_packing(seconds: float) -> None:
 def tensors_replaced_swapped_and_filled_while_flattening(seconds: float) -> None:
     _threaded(big_tensor, [_replace(big_tensor), _set_storage, _fill_in_place], _flattened,
               _any_version_length)
+
+
+class _PerSlot(Stress):
+    """One mutator thread per mutated slot: several samples change at once, but never
+    one tensor from two threads (torch's ``set_`` is not thread-safe on one tensor)."""
+
+    def _mutator(self, seed: int) -> None:
+        rng = random.Random(seed)
+        k = self.mutated[seed % len(self.mutated)]
+        try:
+            while not self.stop.is_set():
+                rng.choice(self.ops)(self, k, rng)
+        except BaseException as e:  # pragma: no cover - reported by run()
+            self.failures.append(e)
+
+
+def _fill_small(st, k, rng):
+    x = st.batch[k]
+    r = (int(x.shape[0]) - 5 - 3 * k) // 7          # the version of this length, mod 5
+    x.fill_(value_of(k, 5 * rng.randrange(0, 199) + r))
+
+
+# Small tensors go through torch.cat, which torch does not make safe against a set_ or
+# resize_ of one of its inputs from another thread: torch.cat (and pack_sequence) crash
+# inside torch on it (docs/safety.md). Replacement and in-place values are raced here.
+@scenario
+def small_tensors_replaced_and_filled_in_two_threads_while_packing(seconds: float) -> None:
+    batch = [small_tensor(k, 0) for k in range(6)]
+    st = _PerSlot(batch, mutated=[1, 4], ops=[_fill_small, _replace(small_tensor)])
+    st.run(seconds, _packed, lambda k, v, n: n == small_length(k, v), threads=2)
+
+
+@scenario
+def small_tensors_replaced_and_filled_in_two_threads_while_padding(seconds: float) -> None:
+    batch = [small_tensor(k, 0) for k in range(6)]
+    st = _PerSlot(batch, mutated=[1, 4], ops=[_fill_small, _replace(small_tensor)])
+    st.run(seconds, _padded, lambda k, v, n: n == small_length(k, v), threads=2)
 
 
 def _append_pop(lst, rng):
