@@ -146,7 +146,7 @@ def cast_scatter(src_ptrs, lengths, starts, offsets, Py_ssize_t row_elems, str s
         if lens[i] and (st[i] + offs[0] < 0 or st[i] + offs[lens[i] - 1] >= n_out_rows):
             raise ValueError(f"sample {i} would be written outside the output's "
                              f"{n_out_rows} rows")
-        if lens[i] and ptrs[i] == 0:
+        if lens[i] and row_elems and ptrs[i] == 0:     # rows of 0 elements: no data
             raise ValueError(f"sample {i} has no address")
     if B == 0 or row_elems == 0:
         return

@@ -239,7 +239,7 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
     cdef const int64_t[::1] ptrs_in = np.ascontiguousarray(src_ptrs, dtype=np.int64)
     cdef const int64_t[::1] lens_in = np.ascontiguousarray(lengths, dtype=np.int64)
     cdef const int64_t[::1] bs = np.ascontiguousarray(batch_sizes, dtype=np.int64)
-    cdef Py_ssize_t B = lens_in.shape[0], r, i, T = bs.shape[0]
+    cdef Py_ssize_t B = lens_in.shape[0], T = bs.shape[0]
     if ptrs_in.shape[0] != B:
         raise ValueError("src_ptrs and lengths differ in size")
     if B == 0 or row_bytes <= 0:
@@ -249,6 +249,21 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
         order = np.ascontiguousarray(sorted_indices, dtype=np.int64)
         if order.shape[0] != B:
             raise ValueError("sorted_indices and lengths differ in size")
+    if storages is not None:
+        check_storages(storages, snapshot)
+    _scatter_ranked(<char*>out_ptr, <const uintptr_t*>&ptrs_in[0], &lens_in[0],
+                    NULL if sorted_indices is None else &order[0], B,
+                    NULL if T == 0 else &bs[0], T, row_bytes,
+                    block, stream, tile)
+
+
+cdef int _scatter_ranked(char* out, const uintptr_t* ptrs_in, const int64_t* lens_in,
+                         const int64_t* order, Py_ssize_t B, const int64_t* bs,
+                         Py_ssize_t T, Py_ssize_t row_bytes, int64_t block, int stream,
+                         int64_t tile) except -1:
+    """:func:`scatter` of ``B > 0`` samples after checking that ``order`` (NULL: the
+    identity), ``lens_in`` and ``bs`` agree, so that no write can leave the
+    ``sum(lengths)`` rows of ``out``; the GIL is released for the copy."""
     # one scratch block: rank-ordered sources and lengths, then the step offsets
     cdef int64_t* scratch = <int64_t*>malloc((2 * B + T + 1) * sizeof(int64_t))
     if scratch == NULL:
@@ -256,17 +271,17 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
     cdef uintptr_t* srcs = <uintptr_t*>scratch
     cdef int64_t* lens = scratch + B
     cdef int64_t* offs = scratch + 2 * B
-    cdef Py_ssize_t active = B, t
+    cdef Py_ssize_t active = B, t, r, i
     cdef int64_t acc = 0
     try:
         for r in range(B):
-            i = r if sorted_indices is None else order[r]
+            i = r if order == NULL else order[r]
             if i < 0 or i >= B:
                 raise ValueError(f"sorted_indices[{r}] = {i} is out of range")
-            srcs[r] = <uintptr_t>ptrs_in[i]
+            srcs[r] = ptrs_in[i]
             lens[r] = lens_in[i]
-        # consistency, so that no write can leave the sum(lengths) rows of the output:
-        # lengths non-increasing in rank order, batch_sizes[t] == #{r: lens[r] > t}
+        # consistency: lengths non-increasing in rank order, batch_sizes[t] ==
+        # #{r: lens[r] > t}
         for r in range(1, B):
             if lens[r] > lens[r - 1]:
                 raise ValueError("lengths are not sorted by sorted_indices")
@@ -287,13 +302,12 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
             stream = choose_stream(row_bytes, acc * row_bytes)
         if tile < 0:
             tile = choose_tile(row_bytes, T)
-        if storages is not None:
-            check_storages(storages, snapshot)
         with nogil:
-            fc_scatter(<char*>out_ptr, <const char* const*>srcs, lens, offs, B, row_bytes,
-                       block, stream, tile)
+            fc_scatter(out, <const char* const*>srcs, lens, offs, B, row_bytes, block,
+                       stream, tile)
     finally:
         free(scratch)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,7 +362,7 @@ cdef tuple _pack_rows(const uintptr_t* srcs_in, const int64_t* lens_in, Py_ssize
     ``dims``: ``dims[0]`` is set here, ``dims[1:]`` is the row) and scatter into it.
     Returns ``(data, batch_sizes, sorted_indices, unsorted_indices)`` as arrays."""
     bs_arr, si_arr, ui_arr = _count_sort(lens_in, B, enforce_sorted)
-    cdef Py_ssize_t T = (<cnp.ndarray>bs_arr).shape[0], r, i, t
+    cdef Py_ssize_t T = (<cnp.ndarray>bs_arr).shape[0], t
     cdef const int64_t* bs = <const int64_t*>cnp.PyArray_DATA(bs_arr)
     cdef const int64_t* order = NULL
     if si_arr is not None:
@@ -362,32 +376,9 @@ cdef tuple _pack_rows(const uintptr_t* srcs_in, const int64_t* lens_in, Py_ssize
         raise ValueError(f"the packed data ({total} rows of {row_bytes} bytes) overflows int64")
     dims[0] = total
     cdef cnp.ndarray data = _new_rows(descr, nd, dims, <size_t>(total * row_bytes))
-    if row_bytes == 0:
-        return data, bs_arr, si_arr, ui_arr
-    # one scratch block: rank-ordered sources and lengths, then the step offsets
-    cdef int64_t* scratch = <int64_t*>malloc((2 * B + T + 1) * sizeof(int64_t))
-    if scratch == NULL:
-        raise MemoryError()
-    cdef uintptr_t* srcs = <uintptr_t*>scratch
-    cdef int64_t* lens = scratch + B
-    cdef int64_t* offs = scratch + 2 * B
-    cdef int64_t acc = 0, block, tile
-    cdef int stream
-    for r in range(B):
-        i = r if order == NULL else order[r]
-        srcs[r] = srcs_in[i]
-        lens[r] = lens_in[i]
-    for t in range(T):
-        offs[t] = acc
-        acc += bs[t]
-    offs[T] = acc
-    block = choose_block(row_bytes, B)
-    stream = choose_stream(row_bytes, acc * row_bytes)
-    tile = choose_tile(row_bytes, T)
-    with nogil:
-        fc_scatter(<char*>cnp.PyArray_DATA(data), <const char* const*>srcs, lens, offs, B,
-                   row_bytes, block, stream, tile)
-    free(scratch)
+    if row_bytes > 0:
+        _scatter_ranked(<char*>cnp.PyArray_DATA(data), srcs_in, lens_in, order, B, bs, T,
+                        row_bytes, 0, -1, -1)
     return data, bs_arr, si_arr, ui_arr
 
 
@@ -511,7 +502,13 @@ def pack_flat(src, const int64_t[::1] numels, bint enforce_sorted=False):
         free(scratch)
 
 
-def pack_tensors(seqs, tensor_type, cat, int64_t direct_bytes, bint enforce_sorted=False):
+# Batches of small tensors larger than this are concatenated a chunk at a time: the
+# chunk stays in L2 for the scatter, and peak memory is the output plus one chunk.
+CHUNK_BYTES = 64 << 10
+
+
+def pack_tensors(seqs, tensor_type, cat, int64_t direct_bytes, bint enforce_sorted=False,
+                 int64_t chunk_bytes=CHUNK_BYTES):
     """:func:`fastcollate.pack` of a batch of small exact CPU tensors in one call:
     ``numel()`` of every sample, ``cat(samples)`` (``torch.cat``: it validates
     dtypes, devices and rows, promotes mixed dtypes, copies any strides), its NumPy
@@ -528,6 +525,9 @@ def pack_tensors(seqs, tensor_type, cat, int64_t direct_bytes, bint enforce_sort
     No Python code runs between the ``numel()`` reads and the start of ``cat``, so
     another Python thread cannot change a sample's shape in between (``cat`` then reads
     the samples itself); the flat buffer is private to this call.
+
+    Batches over ``chunk_bytes`` are concatenated and scattered a chunk of ranks at a
+    time (:func:`_pack_tensor_chunks`): peak memory is the output plus one chunk.
     """
     cdef list own = list(seqs)
     cdef Py_ssize_t B = len(own)
@@ -537,17 +537,139 @@ def pack_tensors(seqs, tensor_type, cat, int64_t direct_bytes, bint enforce_sort
     if numels is None:
         return None
     cdef const int64_t* n = <const int64_t*>cnp.PyArray_DATA(numels)
-    cdef double total = 0
+    cdef double total = 0, itemsize = own[0].element_size()
     cdef Py_ssize_t i
     for i in range(B):
         total += <double>n[i]
-    if total * <double>own[0].element_size() >= <double>direct_bytes * <double>B:
+    if total * itemsize >= <double>direct_bytes * <double>B:
         return None
+    if total * itemsize > <double>chunk_bytes:
+        return _pack_tensor_chunks(own, numels, cat, enforce_sorted, chunk_bytes)
     try:
         src = cat(own).numpy()
     except (RuntimeError, TypeError, ValueError):
         return None
     return pack_flat(src, numels, enforce_sorted)
+
+
+cdef object _cat_numpy(cat, list group):
+    """``cat(group).numpy()``, or None if torch.cat refuses the group or the result has
+    no NumPy view (requiring grad, not on the CPU, a dtype NumPy lacks)."""
+    try:
+        src = cat(group).numpy()
+    except (RuntimeError, TypeError, ValueError):
+        return None
+    if (not cnp.PyArray_CheckExact(src) or not cnp.PyArray_ISCARRAY_RO(src)
+            or not cnp.PyArray_ISNOTSWAPPED(src)):
+        return None
+    return src
+
+
+cdef object _pack_tensor_chunks(list own, cnp.ndarray numels, cat, bint enforce_sorted,
+                                int64_t chunk_bytes):
+    """:func:`pack_tensors` of a batch larger than ``chunk_bytes``, with no
+    concatenation of the whole batch: the samples are sorted first (lengths from
+    ``numel()`` and sample 0's row), then concatenated and scattered a chunk of
+    consecutive ranks (about ``chunk_bytes``, in cache) at a time. Peak memory: the
+    output plus one chunk. Every chunk must come out with the row, dtype and number
+    of rows the lengths say (torch.cat promotes within a chunk: chunks of different
+    dtypes mean mixed dtypes, left to the general path); None otherwise."""
+    cdef Py_ssize_t B = len(own), i, r, r0, r1, k
+    cdef tuple shape0 = tuple(own[0].shape)
+    cdef int nd = len(shape0)
+    if nd < 1 or nd > 64:
+        return None
+    cdef int64_t unit = 1
+    for k in range(1, nd):
+        unit *= <int64_t>shape0[k]
+    if unit <= 0:
+        return None
+    cdef const int64_t* n = <const int64_t*>cnp.PyArray_DATA(numels)
+    cdef cnp.npy_intp nB = B
+    cdef cnp.ndarray lens_arr = cnp.PyArray_EMPTY(1, &nB, cnp.NPY_INT64, 0)
+    cdef int64_t* lens = <int64_t*>cnp.PyArray_DATA(lens_arr)
+    for i in range(B):
+        if n[i] <= 0 or n[i] % unit != 0:
+            return None
+        lens[i] = n[i] // unit
+    bs_arr, si_arr, ui_arr = _count_sort(lens, B, enforce_sorted)
+    cdef const int64_t* bs = <const int64_t*>cnp.PyArray_DATA(bs_arr)
+    cdef const int64_t* order = NULL
+    if si_arr is not None:
+        order = <const int64_t*>cnp.PyArray_DATA(si_arr)
+    cdef Py_ssize_t T = (<cnp.ndarray>bs_arr).shape[0], t
+    cdef int64_t* scratch = <int64_t*>malloc((2 * B + T + 1) * sizeof(int64_t))
+    if scratch == NULL:
+        raise MemoryError()
+    cdef int64_t* lens_r = scratch               # lengths in rank order
+    cdef uintptr_t* srcs = <uintptr_t*>(scratch + B)
+    cdef int64_t* offs = scratch + 2 * B
+    cdef int64_t acc = 0, rows, elems, limit = chunk_bytes // <int64_t>own[0].element_size()
+    cdef Py_ssize_t row_bytes = 0
+    cdef cnp.npy_intp out_dims[64]
+    cdef cnp.npy_intp* dims
+    cdef cnp.ndarray src, data = None
+    cdef cnp.PyArray_Descr* d0 = NULL
+    cdef list group
+    cdef uintptr_t base
+    cdef int stream = 0
+    cdef int64_t block = 0
+    try:
+        for r in range(B):
+            lens_r[r] = lens[r if order == NULL else order[r]]
+        for t in range(T):
+            offs[t] = acc
+            acc += bs[t]
+        offs[T] = acc
+        r0 = 0
+        while r0 < B:
+            elems = lens_r[r0] * unit
+            r1 = r0 + 1
+            while r1 < B and elems + lens_r[r1] * unit <= limit:
+                elems += lens_r[r1] * unit
+                r1 += 1
+            group = [own[r if order == NULL else order[r]] for r in range(r0, r1)]
+            src = None          # the previous chunk goes before the next one is made
+            src = _cat_numpy(cat, group)
+            if src is None or cnp.PyArray_NDIM(src) != nd:
+                return None
+            dims = cnp.PyArray_DIMS(src)
+            for k in range(1, nd):
+                if dims[k] != <cnp.npy_intp>shape0[k]:
+                    return None
+            if data is None:
+                d0 = cnp.PyArray_DESCR(src)
+                row_bytes = unit * cnp.PyArray_ITEMSIZE(src)
+                out_dims[0] = acc
+                for k in range(1, nd):
+                    out_dims[k] = dims[k]
+                if acc > INT64_MAX // row_bytes:
+                    return None
+                data = _new_rows(<cnp.dtype><PyObject*>d0, nd, out_dims,
+                                 <size_t>(acc * row_bytes))
+                block = choose_block(row_bytes, B)
+                stream = choose_stream(row_bytes, acc * row_bytes)
+            elif not (cnp.PyArray_DESCR(src) == d0 or cnp.PyArray_EquivTypes(
+                    <cnp.dtype><PyObject*>cnp.PyArray_DESCR(src), <cnp.dtype><PyObject*>d0)):
+                return None     # another dtype than the first chunk's: mixed dtypes
+            base = <uintptr_t>cnp.PyArray_DATA(src)
+            rows = 0
+            for r in range(r0, r1):
+                srcs[r - r0] = base + <uintptr_t>(rows * row_bytes)
+                rows += lens_r[r]
+            if rows != dims[0]:
+                return None
+            # ranks r0..r1-1 only: the blocked loop (tile 0) writes each row at
+            # offs[t] + r, whatever the other ranks do (the tiled kernel's dense tails
+            # assume it sees every active rank)
+            with nogil:
+                fc_scatter(<char*>cnp.PyArray_DATA(data) + r0 * row_bytes,
+                           <const char* const*>srcs, lens_r + r0, offs, r1 - r0, row_bytes,
+                           block, stream, 0)
+            r0 = r1
+        return data, bs_arr, si_arr, ui_arr
+    finally:
+        free(scratch)
 
 
 @cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change

@@ -152,3 +152,17 @@ def test_cast_scatter_checks_every_write_before_copying(kwargs, match):
     with pytest.raises(ValueError, match=match):
         _cast.cast_scatter(**args)
     assert not out.any()            # nothing written
+
+
+@pytest.mark.parametrize("kind", ["tensor", "ndarray"])
+def test_rows_of_zero_elements_convert_like_torch(kind):
+    """Rows of shape (0,) hold no data (an empty tensor's address is 0): converting
+    them must give torch's empty result, not refuse the batch (found by the pad fuzz
+    target under the sanitizer)."""
+    x = torch.zeros((600, 0), dtype=torch.uint8)
+    batch = [x if kind == "tensor" else x.numpy(), x[:3] if kind == "tensor" else x[:3].numpy()]
+    p = fastcollate.pad(batch, dtype=torch.int16)
+    assert p.shape == (2, 600, 0) and p.dtype == torch.int16
+    q = fastcollate.pack(batch, dtype=torch.int16)
+    assert q.data.shape == (603, 0) and q.data.dtype == torch.int16
+    assert q.batch_sizes.tolist() == [2] * 3 + [1] * 597

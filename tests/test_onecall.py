@@ -75,6 +75,25 @@ def test_pack_tensors_equals_the_reference(case, strided):
     assert_matches_reference(packed, samples, enforce_sorted)
 
 
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(uniform_batches(), st.integers(1, 4096), st.booleans())
+def test_pack_tensors_in_chunks_equals_the_reference(case, chunk_bytes, mixed):
+    """Batches over ``chunk_bytes`` are concatenated and scattered a chunk of ranks at a
+    time; mixed dtypes either promote alike in every chunk or go to the general path."""
+    samples, enforce_sorted = case
+    if samples[0][0].numel() == 0:
+        return
+    tensors = [s.to(torch.float64) if mixed and i % 7 == 3 else s
+               for i, s in enumerate(samples)]
+    packed = _core.pack_tensors(tensors, torch.Tensor, torch.cat, 1 << 40, enforce_sorted,
+                                chunk_bytes)
+    if packed is None:      # mixed dtypes that promote differently from chunk to chunk
+        assert mixed and len({t.dtype for t in tensors}) > 1
+        return
+    target = torch.cat(tensors).dtype
+    assert_matches_reference(packed, [t.to(target) for t in tensors], enforce_sorted)
+
+
 @pytest.mark.filterwarnings("ignore:Casting complex values to real")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(uniform_batches(), st.sampled_from(NUMPY_DTYPES))
@@ -83,7 +102,8 @@ def test_pack_tensors_promotes_mixed_dtypes_like_torch_cat(case, other):
     if samples[0][0].numel() == 0:
         return
     mixed = [s.to(other) if i % 3 == 1 else s for i, s in enumerate(samples)]
-    packed = _core.pack_tensors(mixed, torch.Tensor, torch.cat, 1 << 40, enforce_sorted)
+    packed = _core.pack_tensors(mixed, torch.Tensor, torch.cat, 1 << 40, enforce_sorted,
+                                1 << 40)     # one concatenation (chunks: test below)
     target = torch.cat(mixed).dtype
     assert_matches_reference(packed, [s.to(target) for s in mixed], enforce_sorted)
 
