@@ -801,7 +801,7 @@ def _pack_arrays(sequences: Sequence[Any], enforce_sorted: bool
     """:func:`pack` of plain ndarrays of one dtype and row, the common case, in one
     kernel call (``_core.pack_arrays``: scan, sort, allocate, scatter) instead of
     plan -> write -> wrap; None for anything else (the general path names the odd
-    sample). ~5 us per call at B=16 against ~10 us."""
+    sample). ~4 us per call at B=16 against ~9-10 us."""
     if _NP_TO_TORCH.get(sequences[0].dtype) is None:
         return None
     return _wrap_arrays(_core.pack_arrays(sequences, enforce_sorted))
@@ -812,11 +812,12 @@ def _pack_tensors(sequences: Sequence[Any], enforce_sorted: bool
     """:func:`pack` of a batch of small exact CPU tensors in one kernel call
     (``_core.pack_tensors``): one ``numel()`` per tensor, one ``torch.cat`` (which
     validates and promotes like torch), then sort, allocation and scatter from the
-    concatenation. None for batches of large samples (``_DIRECT_TENSOR_BYTES`` on
-    average: the planned path reads each tensor directly, without the concatenation's
-    copy), for anything torch.cat refuses or the kernel cannot split (a zero-length
-    sample...), and for outputs that need torch ops (requiring grad, CUDA): the
-    general path handles or names them."""
+    concatenation (a chunk of ranks at a time for batches over ``_core.CHUNK_BYTES``:
+    peak memory is the output plus one chunk). None for batches of large samples
+    (``_DIRECT_TENSOR_BYTES`` on average: the planned path reads each tensor directly,
+    without the concatenation's copy), for anything torch.cat refuses or the kernel
+    cannot split (a zero-length sample, chunks of different dtypes...), and for outputs
+    that need torch ops (requiring grad, CUDA): the general path handles or names them."""
     return _wrap_arrays(_core.pack_tensors(sequences, torch.Tensor, torch.cat,
                                            _DIRECT_TENSOR_BYTES, enforce_sorted))
 

@@ -60,6 +60,8 @@ def test_choose_tile_tiles_only_narrow_rows_of_long_batches():
     assert _core.choose_tile(8, 1000) > 0 and _core.choose_tile(1, 64) > 0
     assert _core.choose_tile(8, 4) == 0          # short batches: the blocked loop
     assert _core.choose_tile(320, 1000) == 0     # wide rows: the blocked loop
+    # large batches of long samples: long tiles; smaller batches keep 64 steps
+    assert _core.choose_tile(8, 1000, 8192) == 1024 and _core.choose_tile(8, 1000, 1024) == 64
 
 
 def test_scatter_streams_large_outputs_correctly():

@@ -265,3 +265,22 @@ def test_the_output_works_as_torch_memory():
     r = fastcollate.pack([torch.arange(3), torch.arange(1)])
     r.data.share_memory_()
     assert r.data.is_shared() and r.data.tolist() == [0, 0, 1, 2]
+
+
+class _Arrays(torch.utils.data.Dataset):
+    def __len__(self):
+        return 24
+
+    def __getitem__(self, i):
+        return np.arange(1 + i % 5, dtype=np.int64) + 100 * i
+
+
+def test_batches_packed_in_worker_processes_arrive_intact():
+    """The kernels' numpy-owned outputs cross from DataLoader workers to the main
+    process (moved into shared memory by torch's reducer) unchanged."""
+    loader = torch.utils.data.DataLoader(_Arrays(), batch_size=6, num_workers=2,
+                                         collate_fn=fastcollate.pack)
+    got = [torch.nn.utils.rnn.unpack_sequence(p) for p in loader]
+    want = [[torch.from_numpy(_Arrays()[i]) for i in range(b, b + 6)] for b in range(0, 24, 6)]
+    assert [[t.tolist() for t in batch] for batch in got] == \
+        [[t.tolist() for t in batch] for batch in want]
