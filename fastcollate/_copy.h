@@ -78,7 +78,10 @@ static inline void fc_stream_row32(char *restrict dst, const char *restrict src,
  * FC_TR ranks that are all still active over tb steps, each step's rows are written as
  * one contiguous run while the tile's sources (tb elements each) stay in L1; ranks
  * that end inside the tile are copied one by one; once one sample is left, the rest
- * of it is contiguous in the output: one memcpy. */
+ * of it is contiguous in the output: one memcpy. With `partial`, the B ranks given
+ * are a slice of the batch's (out, srcs and lens start at its first rank; offsets
+ * are the whole batch's): the dense tails, which assume no other rank is active, are
+ * skipped, and every row is written at offs[t] + r. */
 #define FC_TR 16
 typedef struct { uint64_t lo, hi; } fc_u128;
 
@@ -125,19 +128,20 @@ static inline void fc_t16x16_u8(const uint8_t *const *sp, int64_t t, uint8_t *o,
 
 #define FC_DEFINE_TILED(NAME, TYPE, FAST)                                               \
 static void NAME(char *out, const char *const *srcs, const int64_t *lens,               \
-                 const int64_t *offs, int64_t B, int64_t tb)                            \
+                 const int64_t *offs, int64_t B, int64_t tb, int partial)               \
 {                                                                                       \
     TYPE *o = (TYPE *)out;                                                              \
     int64_t T = lens[0], A = B, t0 = 0;                                                 \
     const TYPE *sp[FC_TR];                                                              \
     while (t0 < T) {                                                                    \
         while (A > 1 && lens[A - 1] <= t0) A--;                                         \
-        if (A == 1) {                                                                   \
+        if (partial) {}                                                                 \
+        else if (A == 1) {                                                              \
             memcpy(o + offs[t0], (const TYPE *)srcs[0] + t0,                            \
                    (size_t)(T - t0) * sizeof(TYPE));                                    \
             break;                                                                      \
         }                                                                               \
-        if (A <= 4) {                                                                   \
+        else if (A <= 4) {                                                              \
             int64_t m = lens[A - 1] - t0;                                               \
             TYPE *d = o + offs[t0];                                                     \
             for (int64_t k = 0; k < A; k++) sp[k] = (const TYPE *)srcs[k];              \
@@ -195,18 +199,18 @@ static void fc_scatter_stream32(char *out, const char *const *srcs, const int64_
 FC_CLONES
 static void fc_scatter(char *out, const char *const *srcs, const int64_t *lens,
                        const int64_t *offsets, int64_t B, int64_t row_bytes, int64_t block,
-                       int stream, int64_t tile)
+                       int stream, int64_t tile, int partial)
 {
     if (B <= 0) return;
     int any_null = 0;
     for (int64_t r = 0; r < B; r++) any_null |= srcs[r] == NULL;
     if (!any_null && tile > 0) {
         switch (row_bytes) {
-        case 1: fc_tiled1(out, srcs, lens, offsets, B, tile); return;
-        case 2: fc_tiled2(out, srcs, lens, offsets, B, tile); return;
-        case 4: fc_tiled4(out, srcs, lens, offsets, B, tile); return;
-        case 8: fc_tiled8(out, srcs, lens, offsets, B, tile); return;
-        case 16: fc_tiled16(out, srcs, lens, offsets, B, tile); return;
+        case 1: fc_tiled1(out, srcs, lens, offsets, B, tile, partial); return;
+        case 2: fc_tiled2(out, srcs, lens, offsets, B, tile, partial); return;
+        case 4: fc_tiled4(out, srcs, lens, offsets, B, tile, partial); return;
+        case 8: fc_tiled8(out, srcs, lens, offsets, B, tile, partial); return;
+        case 16: fc_tiled16(out, srcs, lens, offsets, B, tile, partial); return;
         }
     }
     switch (row_bytes) {
