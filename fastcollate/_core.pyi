@@ -12,6 +12,7 @@ KIND_FLOAT: int
 KIND_COMPLEX: int
 KIND_OTHER: int
 STREAM_MIN_BYTES: int
+SCATTER_STREAM_MIN_BYTES: int
 HUGE_MIN_BYTES: int
 
 class UnsortedError(ValueError, RuntimeError): ...
