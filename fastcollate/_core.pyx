@@ -160,7 +160,9 @@ def _int64_lengths(lengths):
                 raise TypeError(f"sample {i} has length {v!r}: lengths must be integers")
             if not -INT64_MAX - 1 <= v <= INT64_MAX:
                 raise ValueError(f"sample {i} has length {v}, which does not fit int64")
-    return np.ascontiguousarray(src, dtype=np.int64)
+    # always a private copy: the sort checks it, then indexes with it without the GIL,
+    # and the caller's array may be written meanwhile (NumPy ops release the GIL)
+    return np.array(src, dtype=np.int64, order="C", copy=True)
 
 
 def offsets_of(const int64_t[::1] batch_sizes):

@@ -195,3 +195,13 @@ def test_pad_scatter_every_layout(lengths, row_bytes, extra, batch_first, left, 
         np.testing.assert_array_equal(data, np.full_like(data, 0xAB) if skip[i] else srcs[i])
         padding = np.concatenate([view[i, :start], view[i, start + n:]])
         assert (padding == expect_pad).all()
+
+
+def test_sort_lengths_works_on_a_private_copy_of_the_lengths():
+    """The sort checks the lengths, then indexes its histogram with them without the
+    GIL: they must be a snapshot, never the caller's array, which another thread may
+    be writing (NumPy's own operations release the GIL)."""
+    lengths = np.array([3, 1, 2], dtype=np.int64)
+    assert not np.shares_memory(_core._int64_lengths(lengths), lengths)
+    bs, order, inverse = _core.sort_lengths(lengths)
+    assert bs.tolist() == [3, 2, 1] and order.tolist() == [0, 2, 1]
