@@ -356,6 +356,14 @@ cdef cnp.ndarray _new_rows(cnp.dtype descr, int nd, cnp.npy_intp* dims, size_t n
     return arr
 
 
+cdef inline bint _plain_numbers(cnp.PyArray_Descr* d) noexcept:
+    """bool, integer, float or complex elements: bytes that hold no references (an
+    object array's bytes are PyObject pointers: copying them raw would share the
+    objects without owning them)."""
+    cdef char k = (<cnp.dtype><PyObject*>d).kind
+    return k == b'b' or k == b'i' or k == b'u' or k == b'f' or k == b'c'
+
+
 cdef tuple _pack_rows(const uintptr_t* srcs_in, const int64_t* lens_in, Py_ssize_t B,
                       Py_ssize_t row_bytes, cnp.dtype descr, int nd, cnp.npy_intp* dims,
                       bint enforce_sorted):
@@ -411,7 +419,7 @@ def pack_arrays(seqs, bint enforce_sorted=False):
     cdef int nd0 = cnp.PyArray_NDIM(a0)
     cdef cnp.npy_intp* dims0 = cnp.PyArray_DIMS(a0)
     cdef cnp.npy_intp* dims
-    if nd0 < 1:
+    if nd0 < 1 or not _plain_numbers(d0):
         return None
     cdef Py_ssize_t row_bytes = cnp.PyArray_ITEMSIZE(a0)
     for k in range(1, nd0):
@@ -466,7 +474,8 @@ def pack_flat(src, const int64_t[::1] numels, bint enforce_sorted=False):
         return None
     cdef cnp.ndarray a = <cnp.ndarray>src
     cdef int nd = cnp.PyArray_NDIM(a), k
-    if nd < 1 or nd > 64 or not cnp.PyArray_ISCARRAY_RO(a) or not cnp.PyArray_ISNOTSWAPPED(a):
+    if (nd < 1 or nd > 64 or not cnp.PyArray_ISCARRAY_RO(a) or not cnp.PyArray_ISNOTSWAPPED(a)
+            or not _plain_numbers(cnp.PyArray_DESCR(a))):
         return None
     cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(a)
     cdef cnp.npy_intp out_dims[64]
@@ -533,6 +542,10 @@ def pack_tensors(seqs, tensor_type, cat, int64_t direct_bytes, bint enforce_sort
 
     Batches over ``4 * chunk_bytes`` are concatenated and scattered a chunk of ranks at
     a time (:func:`_pack_tensor_chunks`): peak memory is the output plus one chunk.
+    There each chunk's ``cat`` releases the GIL, so a later chunk's samples can change
+    shape after their lengths were read (a ``set_``/``resize_`` during the call, which
+    torch.cat itself does not survive either); each chunk's rows are checked against
+    the lengths, so reads and writes stay in bounds whatever happens.
     """
     cdef list own = list(seqs)
     cdef Py_ssize_t B = len(own)
@@ -565,7 +578,8 @@ cdef object _cat_numpy(cat, list group):
     except (RuntimeError, TypeError, ValueError):
         return None
     if (not cnp.PyArray_CheckExact(src) or not cnp.PyArray_ISCARRAY_RO(src)
-            or not cnp.PyArray_ISNOTSWAPPED(src)):
+            or not cnp.PyArray_ISNOTSWAPPED(src)
+            or not _plain_numbers(cnp.PyArray_DESCR(<cnp.ndarray>src))):
         return None
     return src
 
@@ -597,7 +611,13 @@ cdef object _pack_tensor_chunks(list own, cnp.ndarray numels, cat, bint enforce_
         if n[i] <= 0 or n[i] % unit != 0:
             return None
         lens[i] = n[i] // unit
-    bs_arr, si_arr, ui_arr = _count_sort(lens, B, enforce_sorted)
+    # lengths from sample 0's row: until each chunk's torch.cat has checked the rows,
+    # an unsorted verdict may rest on a sample of another row (the general path names
+    # it properly)
+    try:
+        bs_arr, si_arr, ui_arr = _count_sort(lens, B, enforce_sorted)
+    except UnsortedError:
+        return None
     cdef const int64_t* bs = <const int64_t*>cnp.PyArray_DATA(bs_arr)
     cdef const int64_t* order = NULL
     if si_arr is not None:

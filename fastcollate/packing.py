@@ -396,7 +396,10 @@ def _plan_tensors(seqs: list, order: str, dtype) -> Optional[Plan]:
                 row = tuple(t0.shape[1:])
                 found = _core.tensor_sources(seqs, torch.Tensor, d0, row)
             if found is None:   # not directly readable: concatenate after all
-                lens, flat = _core.tensor_lengths(seqs, torch.Tensor, torch.cat, 1 << 62)
+                got = _core.tensor_lengths(seqs, torch.Tensor, torch.cat, 1 << 62)
+                if got is None:  # a sample changed shape meanwhile: the general path
+                    return None
+                lens, flat = got
     except RuntimeError:
         return None
     if found is not None:

@@ -284,3 +284,41 @@ def test_batches_packed_in_worker_processes_arrive_intact():
     want = [[torch.from_numpy(_Arrays()[i]) for i in range(b, b + 6)] for b in range(0, 24, 6)]
     assert [[t.tolist() for t in batch] for batch in got] == \
         [[t.tolist() for t in batch] for batch in want]
+
+
+def test_object_arrays_are_never_copied_raw():
+    """An object array's bytes are PyObject pointers: the kernels must refuse them (a
+    raw copy would share the objects without owning them: freed memory once the
+    source is gone). Found in review: this segfaulted."""
+    objs = np.array([float(i) for i in range(2000)], dtype=object)
+    assert _core.pack_flat(objs, np.array([2000], dtype=np.int64)) is None
+    assert _core.pack_arrays([objs, objs[:3].copy()]) is None
+    structured = np.zeros(4, dtype=[("a", np.int64), ("b", object)])
+    assert _core.pack_arrays([structured]) is None
+
+
+def test_chunked_path_leaves_an_odd_row_to_the_general_error():
+    """In the chunked path lengths come from sample 0's row until each chunk's
+    torch.cat checks the rows: an unsorted verdict there may rest on a sample of
+    another row, so the general path must report it (found in review)."""
+    batch = [torch.zeros(100, 4) for _ in range(1000)]
+    batch[500] = torch.zeros(60, 8)
+    for enforce_sorted in (True, False):
+        with pytest.raises(ValueError, match=r"sample 500.*\(60, 8\)"):
+            fastcollate.pack(batch, enforce_sorted=enforce_sorted)
+
+
+def test_a_sample_changing_shape_between_the_planned_reads_falls_back(monkeypatch):
+    """Large non-contiguous tensors are concatenated after the direct read refuses
+    them; if a sample changes shape in between (another thread), the second read
+    returns None and the general path takes over instead of a TypeError (review)."""
+    batch = [torch.zeros(64, 32)[:, ::2] for _ in range(4)]     # 1 KB rows, strided
+    real = _core.tensor_sources
+
+    def racing(seqs, *args):
+        found = real(seqs, *args)
+        seqs[1].unsqueeze_(0)           # what a mutator thread could do meanwhile
+        return found
+    monkeypatch.setattr(_core, "tensor_sources", racing)
+    with pytest.raises(ValueError, match="sample 1"):
+        packing.plan_batch(batch)
