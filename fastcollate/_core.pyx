@@ -364,6 +364,32 @@ cdef inline bint _plain_numbers(cnp.PyArray_Descr* d) noexcept:
     return k == b'b' or k == b'i' or k == b'u' or k == b'f' or k == b'c'
 
 
+cdef inline bint _readable_rows(cnp.ndarray a) noexcept:
+    """C-contiguous, aligned, native-endian plain numbers: rows the kernels may copy."""
+    return (cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISNOTSWAPPED(a)
+            and _plain_numbers(cnp.PyArray_DESCR(a)))
+
+
+cdef bint _like_first(cnp.ndarray a, cnp.PyArray_Descr* d0, int nd0,
+                      const cnp.npy_intp* dims0) noexcept:
+    """``a`` is C-contiguous, aligned and native-endian, of sample 0's dtype ``d0``
+    (or an equivalent one), number of dimensions ``nd0`` (>= 1) and trailing shape
+    ``dims0[1:]``."""
+    cdef cnp.PyArray_Descr* d = cnp.PyArray_DESCR(a)
+    cdef int k
+    if (nd0 < 1 or cnp.PyArray_NDIM(a) != nd0 or not cnp.PyArray_ISCARRAY_RO(a)
+            or not cnp.PyArray_ISNOTSWAPPED(a)):
+        return False
+    if d != d0 and not cnp.PyArray_EquivTypes(<cnp.dtype><PyObject*>d,
+                                              <cnp.dtype><PyObject*>d0):
+        return False
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(a)
+    for k in range(1, nd0):
+        if dims[k] != dims0[k]:
+            return False
+    return True
+
+
 cdef tuple _pack_rows(const uintptr_t* srcs_in, const int64_t* lens_in, Py_ssize_t B,
                       Py_ssize_t row_bytes, cnp.dtype descr, int nd, cnp.npy_intp* dims,
                       bint enforce_sorted):
@@ -418,7 +444,6 @@ def pack_arrays(seqs, bint enforce_sorted=False):
     cdef cnp.PyArray_Descr* d0 = cnp.PyArray_DESCR(a0)
     cdef int nd0 = cnp.PyArray_NDIM(a0)
     cdef cnp.npy_intp* dims0 = cnp.PyArray_DIMS(a0)
-    cdef cnp.npy_intp* dims
     if nd0 < 1 or not _plain_numbers(d0):
         return None
     cdef Py_ssize_t row_bytes = cnp.PyArray_ITEMSIZE(a0)
@@ -434,25 +459,16 @@ def pack_arrays(seqs, bint enforce_sorted=False):
         raise MemoryError()
     cdef uintptr_t* ptrs = <uintptr_t*>scratch
     cdef int64_t* lens = scratch + B
-    cdef bint ok
     try:
         for i in range(B):
             x = own[i]
             if not cnp.PyArray_CheckExact(x):
                 return None
             a = <cnp.ndarray>x
-            ok = (cnp.PyArray_NDIM(a) == nd0
-                  and (cnp.PyArray_DESCR(a) == d0 or cnp.PyArray_EquivTypes(
-                      <cnp.dtype><PyObject*>cnp.PyArray_DESCR(a), <cnp.dtype><PyObject*>d0))
-                  and cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISNOTSWAPPED(a))
-            if not ok:
+            if not _like_first(a, d0, nd0, out_dims):
                 return None
-            dims = cnp.PyArray_DIMS(a)
-            for k in range(1, nd0):
-                if dims[k] != out_dims[k]:
-                    return None
             ptrs[i] = <uintptr_t>cnp.PyArray_DATA(a)
-            lens[i] = dims[0]
+            lens[i] = cnp.PyArray_DIM(a, 0)
         return _pack_rows(ptrs, lens, B, row_bytes, <cnp.dtype><PyObject*>d0, nd0,
                           out_dims, enforce_sorted)
     finally:
@@ -474,8 +490,7 @@ def pack_flat(src, const int64_t[::1] numels, bint enforce_sorted=False):
         return None
     cdef cnp.ndarray a = <cnp.ndarray>src
     cdef int nd = cnp.PyArray_NDIM(a), k
-    if (nd < 1 or nd > 64 or not cnp.PyArray_ISCARRAY_RO(a) or not cnp.PyArray_ISNOTSWAPPED(a)
-            or not _plain_numbers(cnp.PyArray_DESCR(a))):
+    if nd < 1 or nd > 64 or not _readable_rows(a):
         return None
     cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(a)
     cdef cnp.npy_intp out_dims[64]
@@ -577,9 +592,7 @@ cdef object _cat_numpy(cat, list group):
         src = cat(group).numpy()
     except (RuntimeError, TypeError, ValueError):
         return None
-    if (not cnp.PyArray_CheckExact(src) or not cnp.PyArray_ISCARRAY_RO(src)
-            or not cnp.PyArray_ISNOTSWAPPED(src)
-            or not _plain_numbers(cnp.PyArray_DESCR(<cnp.ndarray>src))):
+    if not cnp.PyArray_CheckExact(src) or not _readable_rows(<cnp.ndarray>src):
         return None
     return src
 
@@ -675,8 +688,7 @@ cdef object _pack_tensor_chunks(list own, cnp.ndarray numels, cat, bint enforce_
                 block = choose_block(row_bytes, B)
                 stream = choose_stream(row_bytes, acc * row_bytes)
                 tile = choose_tile(row_bytes, T, B)
-            elif not (cnp.PyArray_DESCR(src) == d0 or cnp.PyArray_EquivTypes(
-                    <cnp.dtype><PyObject*>cnp.PyArray_DESCR(src), <cnp.dtype><PyObject*>d0)):
+            elif not _like_first(src, d0, nd, out_dims):
                 return None     # another dtype than the first chunk's: mixed dtypes
             base = <uintptr_t>cnp.PyArray_DATA(src)
             rows = 0
@@ -1080,7 +1092,7 @@ def array_sources(seqs):
     zero-dimensional, or not C-contiguous, aligned and native-endian). Their entries
     in ``ptrs``/``lengths`` are 0.
     """
-    cdef Py_ssize_t B = len(seqs), i, k, nd0 = -1
+    cdef Py_ssize_t B = len(seqs), i, nd0 = -1
     cdef cnp.ndarray ptrs_arr = np.zeros(B, dtype=np.int64)
     cdef cnp.ndarray lens_arr = np.zeros(B, dtype=np.int64)
     cdef int64_t[::1] ptrs = ptrs_arr
@@ -1090,8 +1102,6 @@ def array_sources(seqs):
     cdef cnp.ndarray a, a0 = None
     cdef cnp.PyArray_Descr* d0 = NULL
     cdef cnp.npy_intp* dims0 = NULL
-    cdef cnp.npy_intp* dims
-    cdef bint ok
     for i in range(B):
         x = seqs[i]
         if not cnp.PyArray_CheckExact(x):
@@ -1103,16 +1113,7 @@ def array_sources(seqs):
             d0 = cnp.PyArray_DESCR(a)
             nd0 = cnp.PyArray_NDIM(a)
             dims0 = cnp.PyArray_DIMS(a)
-        ok = (cnp.PyArray_NDIM(a) == nd0 and nd0 >= 1
-              and (cnp.PyArray_DESCR(a) == d0 or cnp.PyArray_EquivTypes(<cnp.dtype><PyObject*>cnp.PyArray_DESCR(a), <cnp.dtype><PyObject*>d0))
-              and cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISNOTSWAPPED(a))
-        if ok:
-            dims = cnp.PyArray_DIMS(a)
-            for k in range(1, nd0):
-                if dims[k] != dims0[k]:
-                    ok = False
-                    break
-        if not ok:
+        if not _like_first(a, d0, nd0, dims0):
             odd.append(i)
             continue
         ptrs[i] = <int64_t><uintptr_t>cnp.PyArray_DATA(a)
