@@ -326,10 +326,12 @@ static void fc_bulk_zero(char *dst, size_t n, int stream)
 
 FC_CLONES
 static void fc_pad(char *out, const char *const *srcs, const int64_t *lens, int64_t B,
-                   int64_t T, int64_t row_bytes, int batch_first, int left,
+                   int64_t ldb, int64_t T, int64_t row_bytes, int batch_first, int left,
                    const char *pad_row, int64_t pad_bytes, int stream)
 {
-    int64_t stride = batch_first ? 1 : B;
+    /* ldb: samples per time step of the time-major buffer (B for a whole batch; the
+     * batch's B when these B samples are a range of its columns) */
+    int64_t stride = batch_first ? 1 : ldb;
     int64_t sb = stride * row_bytes;
     for (int64_t i = 0; i < B; i++) {
         int64_t L = lens[i];

@@ -193,7 +193,7 @@ cdef extern from "_copy.h" nogil:
                     const int64_t* offsets, int64_t B, int64_t row_bytes, int64_t block,
                     int stream, int64_t tile, int partial)
     void fc_pad(char* out, const char* const* srcs, const int64_t* lens, int64_t B,
-                int64_t T, int64_t row_bytes, int batch_first, int left, const char* pad_row,
+                int64_t ldb, int64_t T, int64_t row_bytes, int batch_first, int left, const char* pad_row,
                 int64_t pad_bytes, int stream)
     int fc_advise_huge(char* p, size_t n)
 
@@ -273,31 +273,9 @@ cdef int _scatter_ranked(char* out, const uintptr_t* ptrs_in, const int64_t* len
     cdef uintptr_t* srcs = <uintptr_t*>scratch
     cdef int64_t* lens = scratch + B
     cdef int64_t* offs = scratch + 2 * B
-    cdef Py_ssize_t active = B, t, r, i
-    cdef int64_t acc = 0
+    cdef int64_t acc
     try:
-        for r in range(B):
-            i = r if order == NULL else order[r]
-            if i < 0 or i >= B:
-                raise ValueError(f"sorted_indices[{r}] = {i} is out of range")
-            srcs[r] = ptrs_in[i]
-            lens[r] = lens_in[i]
-        # consistency: lengths non-increasing in rank order, batch_sizes[t] ==
-        # #{r: lens[r] > t}
-        for r in range(1, B):
-            if lens[r] > lens[r - 1]:
-                raise ValueError("lengths are not sorted by sorted_indices")
-        if lens[B - 1] < 1 or T != lens[0]:
-            raise ValueError("batch_sizes do not match lengths")
-        for t in range(T):
-            while active > 0 and lens[active - 1] <= t:
-                active -= 1
-            if bs[t] != active:
-                raise ValueError(f"batch_sizes[{t}] = {bs[t]} does not match lengths "
-                                 f"({active} samples are longer than {t})")
-            offs[t] = acc
-            acc += active
-        offs[T] = acc
+        acc = _rank_tables(lens_in, order, B, bs, T, lens, offs, ptrs_in, srcs)
         if block <= 0:
             block = choose_block(row_bytes, B)
         if stream < 0:
@@ -310,6 +288,42 @@ cdef int _scatter_ranked(char* out, const uintptr_t* ptrs_in, const int64_t* len
     finally:
         free(scratch)
     return 0
+
+
+cdef int64_t _rank_tables(const int64_t* lens_in, const int64_t* order, Py_ssize_t B,
+                          const int64_t* bs, Py_ssize_t T, int64_t* lens, int64_t* offs,
+                          const uintptr_t* ptrs_in, uintptr_t* srcs) except -1:
+    """The rank-ordered tables of a packed write of ``B > 0`` samples: ``lens`` (and
+    ``srcs`` from ``ptrs_in`` unless NULL) in rank order, ``offs[t]`` the first packed
+    row of step ``t`` (``T + 1`` entries). Checks that ``order`` (NULL: the identity),
+    the lengths and ``bs`` agree, so that no row written from them can leave the packed
+    rows; returns their number."""
+    cdef Py_ssize_t active = B, t, r, i
+    cdef int64_t acc = 0
+    for r in range(B):
+        i = r if order == NULL else order[r]
+        if i < 0 or i >= B:
+            raise ValueError(f"sorted_indices[{r}] = {i} is out of range")
+        if srcs != NULL:
+            srcs[r] = ptrs_in[i]
+        lens[r] = lens_in[i]
+    # consistency: lengths non-increasing in rank order, batch_sizes[t] ==
+    # #{r: lens[r] > t}
+    for r in range(1, B):
+        if lens[r] > lens[r - 1]:
+            raise ValueError("lengths are not sorted by sorted_indices")
+    if lens[B - 1] < 1 or T != lens[0]:
+        raise ValueError("batch_sizes do not match lengths")
+    for t in range(T):
+        while active > 0 and lens[active - 1] <= t:
+            active -= 1
+        if bs[t] != active:
+            raise ValueError(f"batch_sizes[{t}] = {bs[t]} does not match lengths "
+                             f"({active} samples are longer than {t})")
+        offs[t] = acc
+        acc += active
+    offs[T] = acc
+    return acc
 
 
 # ---------------------------------------------------------------------------------------
@@ -710,6 +724,218 @@ cdef object _pack_tensor_chunks(list own, cnp.ndarray numels, cat, bint enforce_
         free(scratch)
 
 
+cdef object _planned_chunk(list own, const int64_t* lens, const int64_t* order,
+                           Py_ssize_t r0, Py_ssize_t r1, int64_t unit, cat, tensor_type,
+                           cnp.PyArray_Descr* descr, int nd, const cnp.npy_intp* dims):
+    """``cat`` of the planned samples ``r0..r1-1`` (sample ``order[r]``, or ``r`` when
+    ``order`` is NULL; ``lens[r]`` its planned length) as a NumPy view.
+
+    Each sample's ``numel()`` is read again right before ``cat`` (no Python code runs
+    in between): a sample whose element count is no longer ``lens[r] * unit`` raises
+    ValueError naming it. None when the concatenation is not the planned rows (another
+    dtype than ``descr`` or row than ``dims[1:]``, requiring grad, not on the CPU, or
+    refused by ``cat``): the caller plans the batch again."""
+    cdef list group = []
+    cdef Py_ssize_t r, i
+    cdef int64_t rows = 0, n
+    cdef object x, shape, numel = tensor_type.numel
+    for r in range(r0, r1):
+        i = r if order == NULL else order[r]
+        x = own[i]
+        if type(x) is not tensor_type:
+            return None
+        n = numel(x)
+        if n != lens[r] * unit:
+            shape = x.shape
+            if PyTuple_GET_SIZE(shape) == 0 or <object>PyTuple_GET_ITEM(shape, 0) == lens[r]:
+                return None     # another row (planned from sample 0's): named on re-plan
+            raise ValueError(f"sample {i} has {n} elements but was planned with length "
+                             f"{lens[r]} ({lens[r] * unit} elements): it changed during "
+                             "the call")
+        group.append(x)
+        rows += lens[r]
+    src = _cat_numpy(cat, group)
+    if (src is None or not _like_first(<cnp.ndarray>src, descr, nd, dims)
+            or cnp.PyArray_DIMS(<cnp.ndarray>src)[0] != rows):
+        return None
+    return src
+
+
+cdef cnp.dtype _planned_dtype(dtype, tuple row, int* nd, cnp.npy_intp* dims,
+                              int64_t* unit):
+    """The NumPy dtype and the trailing dimensions ``dims[1:]`` of planned rows."""
+    if len(row) > 63:
+        raise ValueError("rows of more than 63 dimensions")
+    cdef cnp.dtype d = np.dtype(dtype)
+    if not _plain_numbers(<cnp.PyArray_Descr*>d):
+        raise ValueError(f"cannot copy elements of dtype {d}")
+    cdef int k
+    nd[0] = len(row) + 1
+    unit[0] = 1
+    for k in range(len(row)):
+        dims[k + 1] = <cnp.npy_intp>row[k]
+        if dims[k + 1] < 0:
+            raise ValueError(f"row {row} has a negative dimension")
+        unit[0] *= dims[k + 1]
+    if unit[0] <= 0:
+        raise ValueError(f"rows {row} hold no elements")
+    return d
+
+
+def pack_chunks_into(seqs, lengths, sorted_indices, batch_sizes, dtype, tuple row, cat,
+                     tensor_type, uintptr_t out_ptr, int64_t out_rows,
+                     int64_t chunk_bytes=CHUNK_BYTES):
+    """Write a planned batch of small exact tensors into the packed rows at ``out_ptr``
+    (``out_rows`` rows of ``row`` elements of NumPy dtype ``dtype``), concatenating
+    them a chunk of consecutive ranks (about ``chunk_bytes``) at a time with ``cat``
+    (``torch.cat``) and scattering each chunk from cache: peak memory is the output
+    plus one chunk, where one concatenation of the whole batch doubled it.
+
+    ``lengths``, ``sorted_indices`` (None: already sorted) and ``batch_sizes`` are the
+    plan's; they are copied and checked against each other and ``out_rows`` first.
+    Returns True when written, False when a chunk did not come out as planned (see
+    :func:`_planned_chunk`: mixed dtypes, a sample requiring grad...; the rows written
+    so far are garbage) so that the caller plans again. A sample whose length changed
+    since it was planned raises ValueError naming it. As in :func:`pack_tensors`, the
+    GIL is released inside each chunk's ``cat``: a ``set_``/``resize_`` of a sample
+    during the call is undefined (torch.cat does not survive it), but reads and writes
+    stay in bounds whatever happens."""
+    cdef list own = list(seqs)
+    # read once each into private rank-ordered tables (_rank_tables), then checked
+    cdef cnp.ndarray lens_arr = np.ascontiguousarray(lengths, dtype=np.int64)
+    cdef cnp.ndarray bs_arr = np.ascontiguousarray(batch_sizes, dtype=np.int64)
+    cdef cnp.ndarray order_arr = None
+    cdef Py_ssize_t B = len(own), T = bs_arr.shape[0], r0, r1
+    if lens_arr.ndim != 1 or lens_arr.shape[0] != B or bs_arr.ndim != 1:
+        raise ValueError("lengths and batch_sizes must be 1-D, one length per sample")
+    if sorted_indices is not None:
+        order_arr = np.ascontiguousarray(sorted_indices, dtype=np.int64)
+        if order_arr.ndim != 1 or order_arr.shape[0] != B:
+            raise ValueError("sorted_indices and lengths differ in size")
+    cdef int nd
+    cdef int64_t unit
+    cdef cnp.npy_intp dims[64]
+    cdef cnp.dtype d = _planned_dtype(dtype, row, &nd, dims, &unit)
+    cdef cnp.PyArray_Descr* descr = <cnp.PyArray_Descr*>d
+    cdef Py_ssize_t itemsize = d.itemsize, row_bytes = unit * itemsize
+    if B == 0:
+        return True
+    cdef const int64_t* order = (NULL if order_arr is None else
+                                 <const int64_t*>cnp.PyArray_DATA(order_arr))
+    cdef int64_t* scratch = <int64_t*>malloc((2 * B + T + 1) * sizeof(int64_t))
+    if scratch == NULL:
+        raise MemoryError()
+    cdef int64_t* lens_r = scratch
+    cdef uintptr_t* srcs = <uintptr_t*>(scratch + B)
+    cdef int64_t* offs = scratch + 2 * B
+    cdef int64_t total, elems, rows, limit = max(chunk_bytes // itemsize, 1)
+    cdef int64_t block, tile
+    cdef int stream
+    cdef Py_ssize_t r
+    cdef uintptr_t base
+    cdef cnp.ndarray src
+    try:
+        total = _rank_tables(<const int64_t*>cnp.PyArray_DATA(lens_arr), order, B,
+                             <const int64_t*>cnp.PyArray_DATA(bs_arr), T, lens_r, offs,
+                             NULL, NULL)
+        if total != out_rows:
+            raise ValueError(f"the output has {out_rows} rows, the plan {total}")
+        block = choose_block(row_bytes, B)
+        stream = choose_stream(row_bytes, total * row_bytes)
+        tile = choose_tile(row_bytes, T, B)
+        r0 = 0
+        while r0 < B:
+            elems = lens_r[r0] * unit
+            r1 = r0 + 1
+            while r1 < B and elems + lens_r[r1] * unit <= limit:
+                elems += lens_r[r1] * unit
+                r1 += 1
+            src = None          # the previous chunk goes before the next one is made
+            src = _planned_chunk(own, lens_r, order, r0, r1, unit, cat, tensor_type,
+                                 descr, nd, dims)
+            if src is None:
+                return False
+            base = <uintptr_t>cnp.PyArray_DATA(src)
+            rows = 0
+            for r in range(r0, r1):
+                srcs[r - r0] = base + <uintptr_t>(rows * row_bytes)
+                rows += lens_r[r]
+            with nogil:         # ranks r0..r1-1 only (partial), as _pack_tensor_chunks
+                fc_scatter(<char*>out_ptr + r0 * row_bytes, <const char* const*>srcs,
+                           lens_r + r0, offs, r1 - r0, row_bytes, block, stream, tile, 1)
+            r0 = r1
+        return True
+    finally:
+        free(scratch)
+
+
+def pad_chunks_into(seqs, lengths, dtype, tuple row, cat, tensor_type, uintptr_t out_ptr,
+                    int64_t T, bint batch_first=True, bint left=False, bytes pad_row=None,
+                    int64_t chunk_bytes=CHUNK_BYTES):
+    """:func:`pack_chunks_into` for a padded ``(B, T, *row)`` (``batch_first``) or
+    ``(T, B, *row)`` buffer at ``out_ptr``: each chunk is a range of consecutive
+    samples, concatenated, then written with its padding as :func:`pad_scatter` does
+    (``left``, ``pad_row``). Returns True when written, False when a chunk did not come
+    out as planned (the caller plans again); ValueError for a sample whose length
+    changed since it was planned."""
+    cdef list own = list(seqs)
+    cdef cnp.ndarray lens_arr = np.array(lengths, dtype=np.int64)    # private: nogil reads
+    cdef Py_ssize_t B = len(own), i, i0, i1
+    if lens_arr.ndim != 1 or lens_arr.shape[0] != B:
+        raise ValueError("lengths must be 1-D, one length per sample")
+    cdef const int64_t* lens = <const int64_t*>cnp.PyArray_DATA(lens_arr)
+    for i in range(B):
+        if lens[i] < 0 or lens[i] > T:
+            raise ValueError(f"sample {i} has length {lens[i]}, outside 0..{T}")
+    cdef int nd
+    cdef int64_t unit
+    cdef cnp.npy_intp dims[64]
+    cdef cnp.dtype d = _planned_dtype(dtype, row, &nd, dims, &unit)
+    cdef cnp.PyArray_Descr* descr = <cnp.PyArray_Descr*>d
+    cdef Py_ssize_t itemsize = d.itemsize, row_bytes = unit * itemsize
+    if pad_row is not None and (len(pad_row) == 0 or row_bytes % len(pad_row) != 0):
+        raise ValueError(f"pad_row must be a pattern whose length divides {row_bytes}, "
+                         f"got {len(pad_row)} bytes")
+    if B == 0 or T == 0:
+        return True
+    cdef const char* pad = NULL if pad_row is None else <const char*>pad_row
+    cdef int64_t pad_bytes = 0 if pad_row is None else len(pad_row)
+    cdef int stream = 2 if B * T * row_bytes >= STREAM_MIN_BYTES else 0
+    cdef uintptr_t* srcs = <uintptr_t*>malloc(B * sizeof(uintptr_t))
+    if srcs == NULL:
+        raise MemoryError()
+    cdef int64_t elems, rows, limit = max(chunk_bytes // itemsize, 1)
+    cdef uintptr_t base
+    cdef char* first
+    cdef cnp.ndarray src
+    try:
+        i0 = 0
+        while i0 < B:
+            elems = lens[i0] * unit
+            i1 = i0 + 1
+            while i1 < B and elems + lens[i1] * unit <= limit:
+                elems += lens[i1] * unit
+                i1 += 1
+            src = None
+            src = _planned_chunk(own, lens, NULL, i0, i1, unit, cat, tensor_type, descr,
+                                 nd, dims)
+            if src is None:
+                return False
+            base = <uintptr_t>cnp.PyArray_DATA(src)
+            rows = 0
+            for i in range(i0, i1):
+                srcs[i - i0] = base + <uintptr_t>(rows * row_bytes)
+                rows += lens[i]
+            first = <char*>out_ptr + (i0 * T if batch_first else i0) * row_bytes
+            with nogil:         # samples i0..i1-1: their slots and padding only
+                fc_pad(first, <const char* const*>srcs, lens + i0, i1 - i0, B, T,
+                       row_bytes, batch_first, left, pad, pad_bytes, stream)
+            i0 = i1
+        return True
+    finally:
+        free(srcs)
+
+
 @cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change
 def tensor_numels(seqs, tensor_type):
     """``numel()`` of every sample of a batch of exact tensors (``type(x) is
@@ -764,7 +990,7 @@ def pad_scatter(src_ptrs, lengths, Py_ssize_t T, Py_ssize_t row_bytes, uintptr_t
     if storages is not None:
         check_storages(storages, snapshot)
     with nogil:
-        fc_pad(<char*>out_ptr, <const char* const*>&ptrs[0], &lens[0], B, T, row_bytes,
+        fc_pad(<char*>out_ptr, <const char* const*>&ptrs[0], &lens[0], B, B, T, row_bytes,
                batch_first, left, pad, pad_bytes, stream)
 
 
@@ -1141,7 +1367,8 @@ def leading_lengths(seqs):
 
 
 @cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change
-def tensor_lengths(seqs, tensor_type, cat=None, int64_t direct_bytes=0):
+def tensor_lengths(seqs, tensor_type, cat=None, int64_t direct_bytes=0,
+                   int64_t chunk_bytes=0):
     """Leading lengths of a batch of exact tensors (``type(x) is tensor_type``, whose
     ``shape`` cannot be overridden), as int64; None if a sample is anything else, is
     zero-dimensional, or has another number of dimensions than sample 0 (torch.cat
@@ -1150,7 +1377,10 @@ def tensor_lengths(seqs, tensor_type, cat=None, int64_t direct_bytes=0):
     With ``cat`` (``torch.cat``), returns ``(lengths, flat)``: ``flat`` is
     ``cat(seqs)`` when the samples average fewer than ``direct_bytes`` bytes (sample
     0's row bytes times the mean length), ``None`` otherwise (the caller reads them
-    directly), ``False`` when ``cat`` refused them. No Python code runs between the
+    directly), ``False`` when ``cat`` refused them, and ``True``, without calling
+    ``cat``, when ``chunk_bytes`` is given and they are small but hold more than
+    ``4 * chunk_bytes`` bytes (the caller concatenates them a chunk at a time:
+    :func:`pack_chunks_into`). No Python code runs between the
     shape reads and the start of ``cat``: another Python thread cannot change a
     sample's shape in between, so the lengths are those ``cat`` concatenated.
     """
@@ -1181,6 +1411,8 @@ def tensor_lengths(seqs, tensor_type, cat=None, int64_t direct_bytes=0):
         row_bytes *= <int64_t>(<object>PyTuple_GET_ITEM(shape0, k))
     if <double>total * <double>row_bytes >= <double>direct_bytes * <double>B:
         return lens_arr, None
+    if chunk_bytes > 0 and <double>total * <double>row_bytes > 4.0 * <double>chunk_bytes:
+        return lens_arr, True
     try:
         return lens_arr, cat(own)
     except (RuntimeError, TypeError, ValueError):

@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import PackedSequence
 from torch.utils.data import get_worker_info
 
 from . import _core
-from .packing import (NotInts, Plan, new_output, packed_by_torch, plan_batch,
+from .packing import (Replan, Plan, new_output, packed_by_torch, plan_batch,
                       torch_functions_off, wrap_packed, write_plan)
 from .store import RaggedBatch, StoreBatch
 from .padding import (check_multiple, check_padding_side, padded_by_torch, padded_length,
@@ -36,8 +36,9 @@ _ALIGN = 64
 Key = Hashable
 
 
-class _NotIntsIn(Exception):
-    """Internal: the deferred int lists of field ``key`` held other numbers."""
+class _ReplanField(Exception):
+    """Internal: the deferred plan of field ``key`` did not hold (int-looking lists
+    held other numbers, small tensors of mixed dtypes...): plan it again."""
 
     def __init__(self, key: Any):
         super().__init__(key)
@@ -728,9 +729,10 @@ class PackedCollate:
             try:
                 out = self._write(fields, fixed)
                 break
-            except _NotIntsIn as e:     # a field of int-looking lists held other numbers
-                fields[e.key] = self._plan_field(columns[e.key], e.key, kind, defer=False)
-                self._check_groups(fields)
+            except _ReplanField as e:   # int-looking lists held other numbers, tensors
+                key = e.key             # of mixed dtypes... (re-planned once out of the
+            fields[key] = self._plan_field(columns[key], key, kind, defer=False)  # block
+            self._check_groups(fields)
         return self._assemble(() if from_store else samples[0], kind, keys, fields, out)
 
     def _store_ragged_keys(self, columns: Dict[Key, Any], keys: List[Key]) -> List[Key]:
@@ -743,15 +745,17 @@ class PackedCollate:
 
     def _plan_field(self, column: list, key: Key, kind: str, defer: bool) -> "_Field":
         """Plan one ragged field. Lists of ints are planned from their lengths and read
-        straight into the batch block (``defer``: no temporary the size of the data);
-        ``_write`` raises ``_NotIntsIn`` if they hold other numbers."""
+        straight into the batch block, large batches of small tensors are concatenated
+        a chunk at a time into it (``defer``: no temporary the size of the data);
+        ``_write`` raises ``_ReplanField`` if they are not what was planned (other
+        numbers, mixed dtypes...)."""
         try:
             if self.mode == "flat":
                 plan = plan_flat(column, self._dtype_for(key))
             else:
                 plan = plan_batch(column, enforce_sorted=self.enforce_sorted,
                                   dtype=self._dtype_for(key), sort=self.mode == "pack",
-                                  defer_ints=defer)
+                                  defer_ints=defer, defer_tensors=defer)
         except (ValueError, TypeError, OverflowError) as e:
             if kind == "bare":
                 raise
@@ -833,12 +837,15 @@ class PackedCollate:
                 if self.mode == "pack":
                     try:
                         write_plan(p, out[key, "data"], _trusted=True)
-                    except NotInts:
-                        raise _NotIntsIn(key) from None
+                    except Replan:
+                        raise _ReplanField(key) from None
                 else:
-                    write_padded(p, out[key, "data"], batch_first=self.batch_first,
-                                 padding_value=self._padding_for(key),
-                                 padding_side=self.padding_side)
+                    try:
+                        write_padded(p, out[key, "data"], batch_first=self.batch_first,
+                                     padding_value=self._padding_for(key),
+                                     padding_side=self.padding_side)
+                    except Replan:
+                        raise _ReplanField(key) from None
             elif self.mode == "pack":
                 out[key, "data"] = packed_by_torch(p)
             else:

@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _cast, _core, _store
 
-__all__ = ["pack", "pack_lengths", "Plan", "NotInts", "plan_batch", "write_plan", "wrap_packed",
+__all__ = ["pack", "pack_lengths", "Plan", "Replan", "NotInts", "plan_batch", "write_plan", "wrap_packed",
            "check_out", "new_output", "torch_functions_off"]
 
 # NumPy <-> torch dtypes that both sides can store (bfloat16 has no NumPy twin).
@@ -131,6 +131,11 @@ class Plan:
     deferred_ints : lists planned as int64 from their lengths alone, read straight into
         the output by :func:`write_plan` (``plan_batch(defer_ints=True)``); if they hold
         anything but ints there, it raises :class:`NotInts` and the caller re-plans.
+    tensors : small tensors planned from their shapes alone (``defer_tensors``), read
+        by :func:`write_plan`/``write_padded`` a chunk at a time (each chunk's
+        ``torch.cat`` in cache, no concatenation of the whole batch); ``dtype`` is
+        sample 0's, and the write raises :class:`Replan` if a chunk comes out
+        otherwise (mixed dtypes, a sample requiring grad...).
     cast_from : the dtype of the rows at ``ptrs`` when it is not ``dtype``: they are
         converted inside the copy (:mod:`fastcollate._cast`; exact conversions only).
     convert : two element codes (source, target; ``fastcollate._store.can_convert``)
@@ -158,6 +163,7 @@ class Plan:
     deferred_ints: bool = False
     cast_from: Optional[torch.dtype] = None
     convert: str = ""
+    tensors: Optional[List[Any]] = None
 
     def source_checks(self) -> dict:
         """Keyword arguments for the kernels that read ``ptrs``: the tensor storages
@@ -216,7 +222,14 @@ def _as_batch(sequences: Any, verb: str = "pack") -> list:
     return list(sequences)
 
 
-class NotInts(Exception):
+class Replan(Exception):
+    """A deferred plan (``plan_batch(defer_ints=True)`` or ``defer_tensors=True``)
+    found, while writing, that the batch is not what it was planned as from its
+    lengths alone: plan it again without deferring (which then infers the dtype, or
+    names the bad sample). What was written so far is garbage."""
+
+
+class NotInts(Replan):
     """A ``defer_ints`` plan's lists hold something other than ints: plan again
     without ``defer_ints`` (which infers their dtype, or names the bad element)."""
 # Batch types other than lists that plan themselves (exact type -> planner(batch, order,
@@ -235,7 +248,7 @@ def check_dtype(dtype: Any) -> None:
 @torch_functions_off
 def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
                dtype: Optional[torch.dtype] = None, sort: bool = True,
-               defer_ints: bool = False) -> Plan:
+               defer_ints: bool = False, defer_tensors: bool = False) -> Plan:
     """Validate a ragged batch and describe how to pack it (see :func:`pack`).
 
     With ``sort=False`` (padding) no permutation is made and zero-length samples are
@@ -243,6 +256,12 @@ def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     are planned from their lengths only and read by :func:`write_plan` straight into
     the output it is given (no temporary of the output's size); it raises
     :class:`NotInts` if they hold anything else, and the caller plans again without.
+    With ``defer_tensors``, a batch of more than ``4 * _CHUNK_BYTES`` (1 MB) of small
+    CPU tensors is planned from their shapes and sample 0's dtype, and written a
+    chunk at a time (``Plan.tensors``; peak memory: the output plus one chunk, not a
+    concatenation of the whole batch beside it); the write raises :class:`Replan`
+    if the samples turn out to be of mixed dtypes, to require grad..., and the caller
+    plans again without.
     """
     order = "none" if not sort else ("sorted" if enforce_sorted else "sort")
     planner = BATCH_PLANNERS.get(type(sequences))
@@ -259,7 +278,7 @@ def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     elif type(first) is list or type(first) is tuple:
         plan = _plan_lists(seqs, order, dtype, defer_ints)
     elif isinstance(first, torch.Tensor):
-        plan = _plan_tensors(seqs, order, dtype)
+        plan = _plan_tensors(seqs, order, dtype, defer_tensors)
     else:
         plan = None
     if plan is None:
@@ -367,9 +386,12 @@ def _plan_int_lists(seqs: list, order: str, dtype, defer: bool = False) -> Optio
 # the benchmark workloads (docs/benchmarks.md): speech (25 KB/sample) and embed
 # (100 KB/sample) gain, tokens (300 B/sample) loses.
 _DIRECT_TENSOR_BYTES = 4096
+# Deferred tensor plans (plan_batch(defer_tensors=True)) are concatenated this many
+# bytes at a time by the write, for batches of more than four such chunks.
+_CHUNK_BYTES = _core.CHUNK_BYTES
 
 
-def _plan_tensors(seqs: list, order: str, dtype) -> Optional[Plan]:
+def _plan_tensors(seqs: list, order: str, dtype, defer: bool = False) -> Optional[Plan]:
     """All exact tensors (a subclass may override ``shape``: general path). The path
     is chosen from the whole batch, by its mean sample size (its lengths times the
     first sample's row bytes; each path checks every sample):
@@ -382,12 +404,23 @@ def _plan_tensors(seqs: list, order: str, dtype) -> Optional[Plan]:
     general way, which names the bad sample. (Reading a tensor attribute costs
     ~40-60 ns: one read per sample, ``shape``, serves both the choice and torch.cat's
     lengths; torch's nested-tensor constructor, which concatenates and reports sizes
-    in one C++ call, needs a dtype read per sample to be safe and measured slower.)"""
+    in one C++ call, needs a dtype read per sample to be safe and measured slower.)
+
+    ``defer`` (:func:`plan_batch`'s ``defer_tensors``): a batch of small tensors of
+    more than ``4 * _CHUNK_BYTES`` is planned from the shapes alone, to be
+    concatenated a chunk at a time by the write (:func:`_chunked_plan`)."""
     try:        # sparse, nested... tensors raise RuntimeError on these reads
-        got = _core.tensor_lengths(seqs, torch.Tensor, torch.cat, _DIRECT_TENSOR_BYTES)
+        got = _core.tensor_lengths(seqs, torch.Tensor, torch.cat, _DIRECT_TENSOR_BYTES,
+                                   _CHUNK_BYTES if defer else 0)
         if got is None:
             return None
         lens, flat = got
+        if flat is True:
+            plan = _chunked_plan(seqs, lens, order, dtype)
+            if plan is not None:
+                return plan
+            lens, flat = _core.tensor_lengths(seqs, torch.Tensor, torch.cat, 1 << 62) or (
+                None, False)
         found = None
         if flat is None:        # large samples: read each one directly if we can
             t0 = seqs[0]
@@ -414,6 +447,24 @@ def _plan_tensors(seqs: list, order: str, dtype) -> Optional[Plan]:
             or flat.shape[0] != _core.sum_lengths(lens)):  # torch.cat skips 1-D empties
         return None
     return _plan_from_flat(flat, lens, tuple(flat.shape[1:]), order, dtype)
+
+
+def _chunked_plan(seqs: list, lengths: np.ndarray, order: str, dtype) -> Optional[Plan]:
+    """A plan of small tensors to be concatenated a chunk at a time by the write
+    (``Plan.tensors``), from their lengths and sample 0's dtype, row and device; None
+    where the batch needs the whole concatenation's checks (sample 0 requiring grad
+    or not on the CPU, a dtype NumPy lacks, ``dtype=`` another dtype, or a batch that
+    the sort refuses: the whole concatenation first names an odd row)."""
+    t0 = seqs[0]
+    d0 = t0.dtype
+    if (d0 not in _TORCH_TO_NP or (dtype is not None and dtype != d0) or not t0.is_cpu
+            or t0.requires_grad or t0.layout is not torch.strided):
+        return None
+    try:
+        bs, si, ui = _sorted(lengths, order)
+    except ValueError:      # unsorted or zero-length: the whole-batch path decides
+        return None
+    return Plan(lengths, tuple(t0.shape[1:]), d0, bs, si, ui, keep=seqs, tensors=seqs)
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:
@@ -649,6 +700,14 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
         if plan.list_via is not None:
             dst.copy_(target)
         return out
+    if plan.tensors is not None:
+        if not _core.pack_chunks_into(plan.tensors, plan.lengths, plan.sorted_indices,
+                                      plan.batch_sizes, _TORCH_TO_NP[plan.dtype], plan.row,
+                                      torch.cat, torch.Tensor, dst.data_ptr(),
+                                      dst.shape[0], _CHUNK_BYTES):
+            raise Replan("the tensors are not all of one dtype, on the CPU, without "
+                         "grad: plan them again without defer_tensors")
+        return out
     if plan.cast_from is not None:
         cast_into(plan, dst, _ranks(plan.unsorted_indices, len(plan.lengths)),
                   _core.offsets_of(plan.batch_sizes), plan.total)
@@ -786,7 +845,16 @@ def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
             packed = None
         if packed is not None:
             return packed
-    plan = plan_batch(sequences, enforce_sorted=enforce_sorted, dtype=dtype)
+    plan = plan_batch(sequences, enforce_sorted=enforce_sorted, dtype=dtype,
+                      defer_tensors=True)
+    if plan.tensors is not None:
+        try:
+            data = write_plan(plan, new_output(plan.shape, plan.dtype, pin_memory),
+                              _trusted=True)
+            return wrap_packed(data, plan)
+        except Replan:      # mixed dtypes...: planned again, once the output is freed
+            pass
+        plan = plan_batch(sequences, enforce_sorted=enforce_sorted, dtype=dtype)
     if plan.flat is not None:
         data = packed_by_torch(plan)
         if pin_memory and data.device.type == "cpu":

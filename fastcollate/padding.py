@@ -7,9 +7,9 @@ from typing import Any, Optional, Sequence, Tuple, Union, cast
 import numpy as np
 import torch
 
-from . import _core, _store
-from .packing import (Plan, cast_into, check_list_code, check_out, new_output, plan_batch,
-                      torch_functions_off)
+from . import _core, _store, packing
+from .packing import (_TORCH_TO_NP, Plan, Replan, cast_into, check_list_code, check_out,
+                      new_output, plan_batch, torch_functions_off)
 
 __all__ = ["pad", "padded_length", "padded_shape", "write_padded", "check_padding_side",
            "check_multiple"]
@@ -111,6 +111,15 @@ def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
     _check_padding_value(padding_value, plan.dtype)
     if plan.flat is not None:
         dst.copy_(padded_by_torch(plan, T, batch_first, padding_value, left))
+        return out
+    if plan.tensors is not None:    # small tensors, concatenated a chunk at a time
+        if not _core.pad_chunks_into(plan.tensors, plan.lengths, _TORCH_TO_NP[plan.dtype],
+                                     plan.row, torch.cat, torch.Tensor, dst.data_ptr(), T,
+                                     batch_first, left,
+                                     _pad_element(padding_value, plan.dtype),
+                                     packing._CHUNK_BYTES):
+            raise Replan("the tensors are not all of one dtype, on the CPU, without "
+                         "grad: plan them again without defer_tensors")
         return out
     if plan.cast_from is not None:
         # padding first (no sources: only the padding rows are written), then every
@@ -229,8 +238,18 @@ def pad(sequences: Sequence[Any], *, batch_first: bool = True,
     ([[1, 2, 3], [0, 0, 4]], [3, 1])
     """
     check_padding_side(padding_side)
-    plan = plan_batch(sequences, dtype=dtype, sort=False)
+    plan = plan_batch(sequences, dtype=dtype, sort=False, defer_tensors=True)
     T = padded_length(plan, pad_to_multiple_of)
+    if plan.tensors is not None:
+        try:
+            out = new_output(padded_shape(plan, T, batch_first), plan.dtype, pin_memory)
+            write_padded(plan, out, batch_first=batch_first, padding_value=padding_value,
+                         padding_side=padding_side, _trusted=True)
+            return (out, torch.from_numpy(plan.lengths)) if return_lengths else out
+        except Replan:      # mixed dtypes...: planned again, once the output is freed
+            out = None
+        plan = plan_batch(sequences, dtype=dtype, sort=False)
+        T = padded_length(plan, pad_to_multiple_of)
     if plan.flat is not None:
         out = padded_by_torch(plan, T, batch_first, padding_value, padding_side == "left")
         if pin_memory and out.device.type == "cpu":

@@ -78,7 +78,7 @@ def _plan(seqs: Any, order: str) -> Optional[packing.Plan]:
     if (type(seqs) is not list and type(seqs) is not tuple) or not seqs:
         return None
     try:
-        plan = packing._plan_tensors(list(seqs), order, None)
+        plan = packing._plan_tensors(list(seqs), order, None, defer=True)
     except UnsortedError:
         raise
     except (ValueError, TypeError, RuntimeError):   # torch decides (and names the fault)
@@ -138,8 +138,13 @@ def pack_sequence(sequences: List[torch.Tensor], enforce_sorted: bool = True
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order), dtype=np.int64)
         plan.sorted_indices, plan.unsorted_indices = order, inverse
-    data = packing.write_plan(plan, torch.empty(plan.shape, dtype=plan.dtype), _trusted=True)
-    return packing.wrap_packed(data, plan)
+    try:
+        data = packing.write_plan(plan, torch.empty(plan.shape, dtype=plan.dtype),
+                                  _trusted=True)
+        return packing.wrap_packed(data, plan)
+    except packing.Replan:      # small tensors of mixed dtypes...: torch decides
+        pass
+    return _torch_rnn.pack_sequence(sequences, enforce_sorted)
 
 
 def _padding_element(padding_value: Any, dtype: torch.dtype) -> Optional[Any]:
@@ -179,8 +184,12 @@ def _pad_fast(sequences: Any, batch_first: Any, padding_value: Any, padding_side
     if value is None:
         return None
     out = torch.empty(padded_shape(plan, padded_length(plan), batch_first), dtype=plan.dtype)
-    return write_padded(plan, out, batch_first=batch_first, padding_value=value,
-                        padding_side=padding_side, _trusted=True)
+    try:
+        return write_padded(plan, out, batch_first=batch_first, padding_value=value,
+                            padding_side=padding_side, _trusted=True)
+    except packing.Replan:      # small tensors of mixed dtypes...: torch decides
+        del out
+    return None
 
 
 def pad_sequence(sequences: Union[torch.Tensor, List[torch.Tensor]], batch_first: bool = False,

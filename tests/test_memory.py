@@ -94,3 +94,51 @@ def test_pack_of_small_tensors_concatenates_a_chunk_at_a_time():
                          capture_output=True, text=True, timeout=300)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["growth_mb"] < 1.1 * r["output_mb"] + 2, r
+
+
+WRITE_SCRIPT = r"""
+import json, resource, sys
+import torch, fastcollate
+from fastcollate import rnn
+how = sys.argv[1]
+batch = [torch.full((64 + i % 7,), i, dtype=torch.int64) for i in range(60000)]  # ~32 MB
+if how.startswith("dict"):
+    batch = [{"ids": t, "label": i % 3} for i, t in enumerate(batch)]
+run = {
+    "pad": lambda b: fastcollate.pad(b),
+    "pad_time_major_left": lambda b: fastcollate.pad(b, batch_first=False,
+                                                      padding_side="left", padding_value=-1),
+    "pack_dtype": lambda b: fastcollate.pack(b, dtype=torch.int64),
+    "rnn_pack_sequence": lambda b: rnn.pack_sequence(b, enforce_sorted=False),
+    "collate_pack": lambda b: fastcollate.PackedCollate()(b),
+    "collate_pad": lambda b: fastcollate.PackedCollate(mode="pad")(b),
+    "dict_collate_pack": lambda b: fastcollate.PackedCollate()(b),
+    "dict_collate_pad": lambda b: fastcollate.PackedCollate(mode="pad")(b),
+}[how]
+run(batch[:300])                          # warm up lazy imports and the allocator
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = run(batch)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+parts = [out] if isinstance(out, torch.Tensor) else list(out.values()) if isinstance(
+    out, dict) else list(out)          # a PackedSequence's four tensors, a dict batch
+parts = [x for p in parts for x in ([p] if isinstance(p, torch.Tensor) else list(p))]
+print(json.dumps({"growth_mb": (after - before) / 1024, "B": len(batch),
+                  "output_mb": sum(p.nbytes for p in parts if p is not None) / 2**20}))
+"""
+
+
+@pytest.mark.parametrize("how", ["pad", "pad_time_major_left", "pack_dtype",
+                                 "rnn_pack_sequence", "collate_pack", "collate_pad",
+                                 "dict_collate_pack", "dict_collate_pad"])
+def test_writes_of_small_tensors_concatenate_a_chunk_at_a_time(how):
+    """pad, the collates and the drop-in read a large batch of small tensors a chunk at
+    a time too: no whole-batch torch.cat beside the output (it was 1.9-2x the output).
+
+    Beside the output (every tensor of the batch) they keep one chunk and the plan's
+    tables: the lengths, the permutation and the rank tables, ~100 bytes per sample
+    (5.7 MB for these 60000 samples, against the 30 MB a whole-batch cat took)."""
+    out = subprocess.run([sys.executable, "-c", WRITE_SCRIPT, how], check=True,
+                         capture_output=True, text=True, timeout=300)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    tables_mb = 100 * r["B"] / 2**20
+    assert r["growth_mb"] < 1.1 * r["output_mb"] + 2 + tables_mb, r

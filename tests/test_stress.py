@@ -32,7 +32,7 @@ import pytest
 import torch
 
 import fastcollate
-from fastcollate import kernels
+from fastcollate import kernels, packing
 from fastcollate.padding import padded_length, padded_shape, write_padded
 
 from hostile import CLEAN_ERRORS, SANITIZED, Guarded, assert_survives, run_isolated
@@ -137,12 +137,15 @@ def _write_guarded(plan) -> Guarded:
     return g
 
 
-def _expect_planned_or_error(make_batch, mutate, mutated: int, pad: bool = False) -> None:
+def _expect_planned_or_error(make_batch, mutate, mutated: int, pad: bool = False,
+                             defer: bool = False) -> None:
     """Plan, mutate sample ``mutated``, write: the planned version or a clean error
-    naming it; never a write outside out; other samples exact."""
+    naming it; never a write outside out; other samples exact. ``defer``: small
+    tensors planned from their shapes, concatenated a chunk at a time by the write."""
     batch = make_batch()
     B = len(batch)
-    plan = kernels.plan_batch(batch, sort=not pad)
+    plan = kernels.plan_batch(batch, sort=not pad, defer_tensors=defer)
+    assert not defer or plan.tensors is not None, "expected a deferred tensor plan"
     mutate(batch)
     gc.collect()
     try:
@@ -214,6 +217,32 @@ def tensor_resized_in_place_after_planning(seconds: float) -> None:
         batch[0].resize_(4 * length_of(0, 0), ROW)   # reallocates: old storage freed
         batch[0].fill_(value_of(0, 0))
     _expect_planned_or_error(lambda: [big_tensor(k, 0) for k in range(3)], mutate, 0)
+
+
+def _tiny_chunks() -> None:
+    """Deferred tensor plans for these few small samples, chunks of 16 bytes."""
+    packing._CHUNK_BYTES = 16
+
+
+@scenario
+def small_tensor_resized_in_chunks_after_planning(seconds: float) -> None:
+    _tiny_chunks()
+
+    def mutate(batch):
+        batch[1].resize_(200)               # reallocates: the old storage is freed
+        batch[1].fill_(value_of(1, 0))
+    _expect_planned_or_error(lambda: [small_tensor(k, 0) for k in range(6)], mutate, 1,
+                             defer=True)
+
+
+@scenario
+def small_tensor_swapped_in_chunks_after_planning_a_padded_batch(seconds: float) -> None:
+    _tiny_chunks()
+
+    def mutate(batch):
+        batch[4].set_(small_tensor(4, 2))   # another length; its old storage freed
+    _expect_planned_or_error(lambda: [small_tensor(k, 0) for k in range(6)], mutate, 4,
+                             pad=True, defer=True)
 
 
 @scenario
@@ -491,6 +520,24 @@ def small_tensors_replaced_and_filled_in_two_threads_while_padding(seconds: floa
     batch = [small_tensor(k, 0) for k in range(6)]
     st = _PerSlot(batch, mutated=[1, 4], ops=[_fill_small, _replace(small_tensor)])
     st.run(seconds, _padded, lambda k, v, n: n == small_length(k, v), threads=2)
+
+
+@scenario
+def small_tensors_replaced_and_filled_while_padding_in_chunks(seconds: float) -> None:
+    _tiny_chunks()
+    batch = [small_tensor(k, 0) for k in range(6)]
+    st = _PerSlot(batch, mutated=[1, 4], ops=[_fill_small, _replace(small_tensor)])
+    st.run(seconds, _padded, lambda k, v, n: n == small_length(k, v), threads=2)
+
+
+@scenario
+def small_tensors_replaced_and_filled_while_collating_in_chunks(seconds: float) -> None:
+    _tiny_chunks()
+    batch = [small_tensor(k, 0) for k in range(6)]
+    collate = fastcollate.PackedCollate()
+    st = _PerSlot(batch, mutated=[0, 3], ops=[_fill_small, _replace(small_tensor)])
+    st.run(seconds, lambda b: list(torch.nn.utils.rnn.unpack_sequence(collate(b))),
+           lambda k, v, n: n == small_length(k, v), threads=2)
 
 
 def _append_pop(lst, rng):
