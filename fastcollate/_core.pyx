@@ -599,6 +599,31 @@ def pack_tensors(seqs, tensor_type, cat, int64_t direct_bytes, bint enforce_sort
     return pack_flat(src, numels, enforce_sorted)
 
 
+cdef inline Py_ssize_t _chunk_end(const int64_t* lens, Py_ssize_t r0, Py_ssize_t B,
+                                  int64_t unit, int64_t limit) noexcept:
+    """End of the chunk that starts at ``r0``: the samples that follow while their
+    elements (``lens[r] * unit``) fit in ``limit``; at least one."""
+    cdef int64_t elems = lens[r0] * unit
+    cdef Py_ssize_t r1 = r0 + 1
+    while r1 < B and elems + lens[r1] * unit <= limit:
+        elems += lens[r1] * unit
+        r1 += 1
+    return r1
+
+
+cdef inline int64_t _chunk_sources(uintptr_t* srcs, uintptr_t base, const int64_t* lens,
+                                   Py_ssize_t r0, Py_ssize_t r1,
+                                   Py_ssize_t row_bytes) noexcept:
+    """``srcs[r - r0]``: the address of sample ``r``'s rows in a chunk concatenated at
+    ``base``; returns the chunk's rows."""
+    cdef int64_t rows = 0
+    cdef Py_ssize_t r
+    for r in range(r0, r1):
+        srcs[r - r0] = base + <uintptr_t>(rows * row_bytes)
+        rows += lens[r]
+    return rows
+
+
 cdef object _cat_numpy(cat, list group):
     """``cat(group).numpy()``, or None if torch.cat refuses the group or the result has
     no NumPy view (requiring grad, not on the CPU, a dtype NumPy lacks)."""
@@ -656,14 +681,13 @@ cdef object _pack_tensor_chunks(list own, cnp.ndarray numels, cat, bint enforce_
     cdef int64_t* lens_r = scratch               # lengths in rank order
     cdef uintptr_t* srcs = <uintptr_t*>(scratch + B)
     cdef int64_t* offs = scratch + 2 * B
-    cdef int64_t acc = 0, rows, elems, limit = chunk_bytes // <int64_t>own[0].element_size()
+    cdef int64_t acc = 0, rows, limit = chunk_bytes // <int64_t>own[0].element_size()
     cdef Py_ssize_t row_bytes = 0
     cdef cnp.npy_intp out_dims[64]
     cdef cnp.npy_intp* dims
     cdef cnp.ndarray src, data = None
     cdef cnp.PyArray_Descr* d0 = NULL
     cdef list group
-    cdef uintptr_t base
     cdef int stream = 0
     cdef int64_t block = 0, tile = 0
     try:
@@ -675,11 +699,7 @@ cdef object _pack_tensor_chunks(list own, cnp.ndarray numels, cat, bint enforce_
         offs[T] = acc
         r0 = 0
         while r0 < B:
-            elems = lens_r[r0] * unit
-            r1 = r0 + 1
-            while r1 < B and elems + lens_r[r1] * unit <= limit:
-                elems += lens_r[r1] * unit
-                r1 += 1
+            r1 = _chunk_end(lens_r, r0, B, unit, limit)
             group = [own[r if order == NULL else order[r]] for r in range(r0, r1)]
             src = None          # the previous chunk goes before the next one is made
             src = _cat_numpy(cat, group)
@@ -704,11 +724,8 @@ cdef object _pack_tensor_chunks(list own, cnp.ndarray numels, cat, bint enforce_
                 tile = choose_tile(row_bytes, T, B)
             elif not _like_first(src, d0, nd, out_dims):
                 return None     # another dtype than the first chunk's: mixed dtypes
-            base = <uintptr_t>cnp.PyArray_DATA(src)
-            rows = 0
-            for r in range(r0, r1):
-                srcs[r - r0] = base + <uintptr_t>(rows * row_bytes)
-                rows += lens_r[r]
+            rows = _chunk_sources(srcs, <uintptr_t>cnp.PyArray_DATA(src), lens_r, r0, r1,
+                                  row_bytes)
             if rows != dims[0]:
                 return None
             # ranks r0..r1-1 only (partial): every row at offs[t] + r, whatever the
@@ -828,11 +845,9 @@ def pack_chunks_into(seqs, lengths, sorted_indices, batch_sizes, dtype, tuple ro
     cdef int64_t* lens_r = scratch
     cdef uintptr_t* srcs = <uintptr_t*>(scratch + B)
     cdef int64_t* offs = scratch + 2 * B
-    cdef int64_t total, elems, rows, limit = max(chunk_bytes // itemsize, 1)
+    cdef int64_t total, limit = max(chunk_bytes // itemsize, 1)
     cdef int64_t block, tile
     cdef int stream
-    cdef Py_ssize_t r
-    cdef uintptr_t base
     cdef cnp.ndarray src
     try:
         total = _rank_tables(<const int64_t*>cnp.PyArray_DATA(lens_arr), order, B,
@@ -845,21 +860,13 @@ def pack_chunks_into(seqs, lengths, sorted_indices, batch_sizes, dtype, tuple ro
         tile = choose_tile(row_bytes, T, B)
         r0 = 0
         while r0 < B:
-            elems = lens_r[r0] * unit
-            r1 = r0 + 1
-            while r1 < B and elems + lens_r[r1] * unit <= limit:
-                elems += lens_r[r1] * unit
-                r1 += 1
+            r1 = _chunk_end(lens_r, r0, B, unit, limit)
             src = None          # the previous chunk goes before the next one is made
             src = _planned_chunk(own, lens_r, order, r0, r1, unit, cat, tensor_type,
                                  descr, nd, dims)
             if src is None:
                 return False
-            base = <uintptr_t>cnp.PyArray_DATA(src)
-            rows = 0
-            for r in range(r0, r1):
-                srcs[r - r0] = base + <uintptr_t>(rows * row_bytes)
-                rows += lens_r[r]
+            _chunk_sources(srcs, <uintptr_t>cnp.PyArray_DATA(src), lens_r, r0, r1, row_bytes)
             with nogil:         # ranks r0..r1-1 only (partial), as _pack_tensor_chunks
                 fc_scatter(<char*>out_ptr + r0 * row_bytes, <const char* const*>srcs,
                            lens_r + r0, offs, r1 - r0, row_bytes, block, stream, tile, 1)
@@ -904,28 +911,19 @@ def pad_chunks_into(seqs, lengths, dtype, tuple row, cat, tensor_type, uintptr_t
     cdef uintptr_t* srcs = <uintptr_t*>malloc(B * sizeof(uintptr_t))
     if srcs == NULL:
         raise MemoryError()
-    cdef int64_t elems, rows, limit = max(chunk_bytes // itemsize, 1)
-    cdef uintptr_t base
+    cdef int64_t limit = max(chunk_bytes // itemsize, 1)
     cdef char* first
     cdef cnp.ndarray src
     try:
         i0 = 0
         while i0 < B:
-            elems = lens[i0] * unit
-            i1 = i0 + 1
-            while i1 < B and elems + lens[i1] * unit <= limit:
-                elems += lens[i1] * unit
-                i1 += 1
+            i1 = _chunk_end(lens, i0, B, unit, limit)
             src = None
             src = _planned_chunk(own, lens, NULL, i0, i1, unit, cat, tensor_type, descr,
                                  nd, dims)
             if src is None:
                 return False
-            base = <uintptr_t>cnp.PyArray_DATA(src)
-            rows = 0
-            for i in range(i0, i1):
-                srcs[i - i0] = base + <uintptr_t>(rows * row_bytes)
-                rows += lens[i]
+            _chunk_sources(srcs, <uintptr_t>cnp.PyArray_DATA(src), lens, i0, i1, row_bytes)
             first = <char*>out_ptr + (i0 * T if batch_first else i0) * row_bytes
             with nogil:         # samples i0..i1-1: their slots and padding only
                 fc_pad(first, <const char* const*>srcs, lens + i0, i1 - i0, B, T,

@@ -43,7 +43,7 @@ if any(n.startswith("_core") and n.endswith(".so")
        for n in os.listdir(os.path.join(os.path.dirname(_TESTS), "fastcollate"))):
     sys.path.insert(0, os.path.dirname(_TESTS))      # the checkout's own build first
 import fastcollate  # noqa: E402
-from fastcollate import _core, kernels  # noqa: E402
+from fastcollate import _core, kernels, packing  # noqa: E402
 from hostile import CLEAN_ERRORS, SANITIZED, Guarded  # noqa: E402
 from reference import reference_order  # noqa: E402
 
@@ -325,12 +325,16 @@ class Batch:
 
 
 @st.composite
-def batches(draw, min_length: int = 0, allow_faults: bool = True, max_b: int = 8) -> Batch:
+def batches(draw, min_length: int = 0, allow_faults: bool = True, max_b: int = 8,
+            tensors: bool = False) -> Batch:
+    """``tensors``: tensor kinds only, cast to their own dtype or not at all (what the
+    deferred tensor plans take)."""
     dtype = draw(st.sampled_from(SUPPORTED + UNSUPPORTED))
     row = draw(st.sampled_from(ROWS))
     B = draw(st.one_of(st.integers(1, max_b), st.just(0), st.integers(1, 40)))
-    kinds = draw(st.lists(st.sampled_from(TENSOR_KINDS + ARRAY_KINDS + LIST_KINDS),
-                          min_size=1, max_size=3))
+    kinds = draw(st.lists(st.sampled_from(
+        TENSOR_KINDS if tensors else TENSOR_KINDS + ARRAY_KINDS + LIST_KINDS),
+        min_size=1, max_size=3))
     mode = draw(st.sampled_from(["small", "small", "extreme", "special"]))
     seed = draw(st.integers(0, 2**32 - 1))
     samples: List[Sample] = []
@@ -354,7 +358,8 @@ def batches(draw, min_length: int = 0, allow_faults: bool = True, max_b: int = 8
     if allow_faults and B and draw(st.integers(0, 3)) == 0:
         i = draw(st.integers(0, B - 1))
         samples[i] = _fault(draw, draw(st.sampled_from(FAULTS)), row, dtype)
-    cast = draw(st.one_of(st.none(), st.none(), st.sampled_from(SUPPORTED)))
+    cast = draw(st.one_of(st.none(), st.none(), st.sampled_from(
+        [dtype] if tensors else SUPPORTED)))
     container = draw(st.sampled_from(["list", "list", "tuple", "list_subclass"]))
     return Batch(samples, cast, row, container)
 
@@ -1083,6 +1088,20 @@ def check_padding_efficiency(lengths, batches) -> None:
 # ---------------------------------------------------------------------------------
 
 
+def _in_tiny_chunks(check: Callable) -> Callable:
+    """``check`` with chunks of 16 bytes: tensor batches of more than 64 bytes take the
+    deferred path (planned from their shapes, concatenated a chunk at a time)."""
+    def run(**kw):
+        saved = packing._CHUNK_BYTES
+        packing._CHUNK_BYTES = 16
+        try:
+            check(**kw)
+        finally:
+            packing._CHUNK_BYTES = saved
+    run.__name__ = check.__name__ + "_in_chunks"
+    return run
+
+
 TARGETS: Dict[str, Tuple[Callable, Dict[str, Any]]] = {
     "pack": (check_pack, dict(batch=batches(), enforce_sorted=st.booleans())),
     "pad": (check_pad, dict(batch=batches(), batch_first=st.booleans(),
@@ -1091,6 +1110,14 @@ TARGETS: Dict[str, Tuple[Callable, Dict[str, Any]]] = {
                             multiple=st.sampled_from([None, None, 1, 8]))),
     "collate": (check_collate, dict(batch=batches(), structure=st.sampled_from(["tuple", "dict"]),
                                     mode=st.sampled_from(["pack", "pad"]))),
+    "pack_chunks": (_in_tiny_chunks(check_pack), dict(batch=batches(tensors=True),
+                                                      enforce_sorted=st.booleans())),
+    "pad_chunks": (_in_tiny_chunks(check_pad), dict(
+        batch=batches(tensors=True), batch_first=st.booleans(), value=st.sampled_from([0, 1, -1, 2.5]),
+        side=st.sampled_from(["right", "left"]), multiple=st.sampled_from([None, 8]))),
+    "collate_chunks": (_in_tiny_chunks(check_collate), dict(
+        batch=batches(tensors=True), structure=st.sampled_from(["tuple", "dict"]),
+        mode=st.sampled_from(["pack", "pad"]))),
     "flatten": (check_flatten, dict(batch=batches(),
                                     offsets_dtype=st.sampled_from([torch.int32, torch.int64]))),
     "sort_lengths": (check_sort_lengths, dict(lengths=HOSTILE_LENGTHS,
@@ -1112,7 +1139,8 @@ TARGETS: Dict[str, Tuple[Callable, Dict[str, Any]]] = {
         batches=st.lists(st.lists(st.integers(-2, 60), max_size=6), max_size=6))),
 }
 # examples per target in the default (CI) run
-CI_EXAMPLES = {"pack": 150, "pad": 120, "flatten": 100, "collate": 80, "sort_lengths": 150, "scatter": 200,
+CI_EXAMPLES = {"pack": 150, "pad": 120, "flatten": 100, "collate": 80, "pack_chunks": 80,
+               "pad_chunks": 80, "collate_chunks": 60, "sort_lengths": 150, "scatter": 200,
                "pad_scatter": 200, "list_readers": 200, "write_plan": 60, "sampler": 100,
                "padding_efficiency": 100}
 

@@ -508,36 +508,34 @@ def _fill_small(st, k, rng):
 # Small tensors go through torch.cat, which torch does not make safe against a set_ or
 # resize_ of one of its inputs from another thread: torch.cat (and pack_sequence) crash
 # inside torch on it (docs/safety.md). Replacement and in-place values are raced here.
+def _small_tensors_raced(seconds: float, call, mutated=(1, 4)) -> None:
+    batch = [small_tensor(k, 0) for k in range(6)]
+    st = _PerSlot(batch, mutated=list(mutated), ops=[_fill_small, _replace(small_tensor)])
+    st.run(seconds, call, lambda k, v, n: n == small_length(k, v), threads=2)
+
+
 @scenario
 def small_tensors_replaced_and_filled_in_two_threads_while_packing(seconds: float) -> None:
-    batch = [small_tensor(k, 0) for k in range(6)]
-    st = _PerSlot(batch, mutated=[1, 4], ops=[_fill_small, _replace(small_tensor)])
-    st.run(seconds, _packed, lambda k, v, n: n == small_length(k, v), threads=2)
+    _small_tensors_raced(seconds, _packed)
 
 
 @scenario
 def small_tensors_replaced_and_filled_in_two_threads_while_padding(seconds: float) -> None:
-    batch = [small_tensor(k, 0) for k in range(6)]
-    st = _PerSlot(batch, mutated=[1, 4], ops=[_fill_small, _replace(small_tensor)])
-    st.run(seconds, _padded, lambda k, v, n: n == small_length(k, v), threads=2)
+    _small_tensors_raced(seconds, _padded)
 
 
 @scenario
 def small_tensors_replaced_and_filled_while_padding_in_chunks(seconds: float) -> None:
     _tiny_chunks()
-    batch = [small_tensor(k, 0) for k in range(6)]
-    st = _PerSlot(batch, mutated=[1, 4], ops=[_fill_small, _replace(small_tensor)])
-    st.run(seconds, _padded, lambda k, v, n: n == small_length(k, v), threads=2)
+    _small_tensors_raced(seconds, _padded)
 
 
 @scenario
 def small_tensors_replaced_and_filled_while_collating_in_chunks(seconds: float) -> None:
     _tiny_chunks()
-    batch = [small_tensor(k, 0) for k in range(6)]
     collate = fastcollate.PackedCollate()
-    st = _PerSlot(batch, mutated=[0, 3], ops=[_fill_small, _replace(small_tensor)])
-    st.run(seconds, lambda b: list(torch.nn.utils.rnn.unpack_sequence(collate(b))),
-           lambda k, v, n: n == small_length(k, v), threads=2)
+    _small_tensors_raced(
+        seconds, lambda b: list(torch.nn.utils.rnn.unpack_sequence(collate(b))), (0, 3))
 
 
 def _append_pop(lst, rng):
