@@ -52,6 +52,45 @@ def test_pad_torch_pad_sequence(benchmark, name):
 
 
 @pytest.mark.parametrize("name", ALL)
+def test_pad_tensor_fastcollate(benchmark, name):
+    """Tensor inputs: batches of small tensors over 1 MB are concatenated and padded a
+    chunk at a time (peak memory: the output plus one chunk)."""
+    batch = WORKLOADS[name].tensors()
+    benchmark.group = f"pad-tensor-{name}"
+    out = benchmark(fastcollate.pad, batch)
+    assert out.shape[0] == len(batch)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_pad_tensor_torch_pad_sequence(benchmark, name):
+    batch = WORKLOADS[name].tensors()
+    benchmark.group = f"pad-tensor-{name}"
+    benchmark(pad_sequence, batch, batch_first=True)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_pad_tensor_floor_cat(benchmark, name):
+    batch = WORKLOADS[name].tensors()
+    benchmark.group = f"pad-tensor-{name}"
+    benchmark(torch.cat, batch)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_collate_tensor_fastcollate(benchmark, name):
+    samples = [(t, i) for i, t in enumerate(WORKLOADS[name].tensors())]
+    benchmark.group = f"collate-tensor-{name}"
+    packed, labels = benchmark(PackedCollate(), samples)
+    assert labels.tolist() == list(range(len(samples)))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_collate_tensor_floor_cat(benchmark, name):
+    batch = WORKLOADS[name].tensors()
+    benchmark.group = f"collate-tensor-{name}"
+    benchmark(torch.cat, batch)
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_pad_floor_concatenate(benchmark, name):
     batch = WORKLOADS[name].arrays()
     benchmark.group = f"pad-{name}"

@@ -282,7 +282,7 @@ def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     else:
         plan = None
     if plan is None:
-        plan = _plan_general(seqs, order, dtype)
+        plan = _plan_general(seqs, order, dtype, defer_tensors)
     return plan
 
 
@@ -428,6 +428,10 @@ def _plan_tensors(seqs: list, order: str, dtype, defer: bool = False) -> Optiona
             if d0 in _SUPPORTED and (dtype is None or dtype == d0 or _cast_pair(d0, dtype)):
                 row = tuple(t0.shape[1:])
                 found = _core.tensor_sources(seqs, torch.Tensor, d0, row)
+            if found is None and defer:     # strided...: a chunk at a time
+                plan = _chunked_plan(seqs, lens, order, dtype)
+                if plan is not None:
+                    return plan
             if found is None:   # not directly readable: concatenate after all
                 got = _core.tensor_lengths(seqs, torch.Tensor, torch.cat, 1 << 62)
                 if got is None:  # a sample changed shape meanwhile: the general path
@@ -637,8 +641,11 @@ def _shape_str(row: Tuple[int, ...]) -> str:
     return "(" + ", ".join(["L"] + [str(d) for d in row]) + ("," if not row else "") + ")"
 
 
-def _plan_general(seqs: list, order: str, dtype) -> Plan:
-    """Any mix of kinds: normalize each sample, check everything, name the bad one."""
+def _plan_general(seqs: list, order: str, dtype, defer: bool = False) -> Plan:
+    """Any mix of kinds: normalize each sample, check everything, name the bad one.
+    ``defer`` (``plan_batch(defer_tensors=True)``): a batch of more than
+    ``4 * _CHUNK_BYTES`` of CPU samples is concatenated a chunk at a time by the write
+    (``Plan.tensors``: the samples as tensors of the batch's dtype) instead of here."""
     ts = [_normalize(i, x, dtype) for i, x in enumerate(seqs)]
     t0 = ts[0]
     row = tuple(t0.shape[1:])
@@ -659,6 +666,13 @@ def _plan_general(seqs: list, order: str, dtype) -> Plan:
         for i, t in enumerate(ts):
             if t.dtype != target:
                 target = _promote(target, t.dtype, i)
+    if (defer and target in _TORCH_TO_NP
+            and _core.sum_lengths(lengths) * math.prod(row) * target.itemsize
+            > 4 * _CHUNK_BYTES
+            and all(t.device.type == "cpu" and not t.requires_grad for t in ts)):
+        tensors = [t.to(target).resolve_conj().resolve_neg() for t in ts]
+        bs, si, ui = _sorted(lengths, order)
+        return Plan(lengths, row, target, bs, si, ui, keep=tensors, tensors=tensors)
     flat = torch.cat([t.to(target) for t in ts])
     return _plan_from_flat(flat, lengths, row, order, None)
 

@@ -218,3 +218,40 @@ def test_a_sample_of_another_row_is_named_by_the_re_plan():
         fastcollate.pad(batch)
     with pytest.raises(ValueError, match=r"sample 33.*\(5, 8\)"):
         fastcollate.PackedCollate()(batch)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_tensor_batches(), st.sampled_from(["strided", "mixed"]),
+       st.sampled_from(["pack", "pad", "collate", "collate_pad"]))
+def test_strided_and_mixed_kind_batches_in_chunks_equal_torch(samples, how, call):
+    """Samples that cannot be read directly (strided tensors) or that mix kinds (the
+    general path: NumPy arrays, lists, tensors) are concatenated a chunk at a time too."""
+    if how == "strided":
+        batch = [torch.stack([s, torch.zeros_like(s)], 1).reshape((-1,) + s.shape[1:])[::2]
+                 for s in samples]
+    else:
+        flat = samples[0].dim() == 1    # (the collate reads nested lists as records)
+        batch = [s if i % 3 == 0 else s.tolist() if i % 3 == 2 and flat
+                 else s.numpy().copy() for i, s in enumerate(samples)]
+    want_dtype = expected_dtype(batch)
+    promoted = [s.to(want_dtype) for s in samples]
+    if call == "pack":
+        got = fastcollate.pack(batch, dtype=want_dtype).data
+    elif call == "collate":
+        got = fastcollate.PackedCollate()(batch).data
+    if call in ("pack", "collate"):
+        assert got.dtype == want_dtype and torch.equal(got, reference_pack(promoted)[0])
+        return
+    got = (fastcollate.pad(batch) if call == "pad" else
+           fastcollate.PackedCollate(mode="pad")(batch))
+    assert got.dtype == want_dtype and torch.equal(got, pad_sequence(promoted, batch_first=True))
+
+
+def test_mixed_kind_and_strided_batches_are_deferred():
+    samples = _batch()
+    mixed = [s.numpy() if i % 2 else s for i, s in enumerate(samples)]
+    plan = _deferred(mixed)
+    assert plan.tensors is not None and plan.dtype == torch.int64
+    strided = [torch.arange(2 * (600 + i)).double()[::2] for i in range(3)]  # 4.8 KB each
+    assert _deferred(strided).tensors is not None
+    assert packing.plan_batch(strided).tensors is None

@@ -104,6 +104,11 @@ how = sys.argv[1]
 batch = [torch.full((64 + i % 7,), i, dtype=torch.int64) for i in range(60000)]  # ~32 MB
 if how.startswith("dict"):
     batch = [{"ids": t, "label": i % 3} for i, t in enumerate(batch)]
+if how.startswith("strided"):           # large samples that cannot be read directly
+    batch = [torch.full((2 * (1000 + i % 13),), i, dtype=torch.int64)[::2]
+             for i in range(4000)]
+if how.startswith("mixed"):             # NumPy arrays and tensors: the general path
+    batch = [t.numpy() if i % 2 else t for i, t in enumerate(batch)]
 run = {
     "pad": lambda b: fastcollate.pad(b),
     "pad_time_major_left": lambda b: fastcollate.pad(b, batch_first=False,
@@ -114,6 +119,10 @@ run = {
     "collate_pad": lambda b: fastcollate.PackedCollate(mode="pad")(b),
     "dict_collate_pack": lambda b: fastcollate.PackedCollate()(b),
     "dict_collate_pad": lambda b: fastcollate.PackedCollate(mode="pad")(b),
+    "strided_pad": lambda b: fastcollate.pad(b),
+    "strided_collate_pack": lambda b: fastcollate.PackedCollate()(b),
+    "mixed_pad": lambda b: fastcollate.pad(b),
+    "mixed_collate_pack": lambda b: fastcollate.PackedCollate()(b),
 }[how]
 run(batch[:300])                          # warm up lazy imports and the allocator
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -129,10 +138,12 @@ print(json.dumps({"growth_mb": (after - before) / 1024, "B": len(batch),
 
 @pytest.mark.parametrize("how", ["pad", "pad_time_major_left", "pack_dtype",
                                  "rnn_pack_sequence", "collate_pack", "collate_pad",
-                                 "dict_collate_pack", "dict_collate_pad"])
+                                 "dict_collate_pack", "dict_collate_pad", "strided_pad",
+                                 "strided_collate_pack", "mixed_pad", "mixed_collate_pack"])
 def test_writes_of_small_tensors_concatenate_a_chunk_at_a_time(how):
     """pad, the collates and the drop-in read a large batch of small tensors a chunk at
     a time too: no whole-batch torch.cat beside the output (it was 1.9-2x the output).
+    So do batches of large strided tensors and of mixed kinds (they were 2x too).
 
     Beside the output (every tensor of the batch) they keep one chunk and the plan's
     tables: the lengths, the permutation and the rank tables, ~100 bytes per sample
