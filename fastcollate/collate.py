@@ -45,6 +45,9 @@ class _ReplanField(Exception):
         self.key = key
 
 
+_ARRAY_TYPES = frozenset((torch.Tensor, np.ndarray))
+
+
 def _is_sequence_sample(x: Any) -> bool:
     """A bare sequence: tensor/array with a leading dimension, or a flat list/tuple of
     Python numbers (not a record of fields)."""
@@ -543,8 +546,9 @@ class PackedCollate:
     @staticmethod
     def _same_structure(samples: Sequence[Any], kind: str, first: Any, keys: list) -> bool:
         """Fast check (C-level loops) that every sample is shaped like the first."""
-        if kind == "bare":
-            return all(map(_is_sequence_sample, samples))
+        if kind == "bare":     # (the common case at C speed: exact tensors and arrays)
+            return set(map(type, samples)) <= _ARRAY_TYPES or all(
+                map(_is_sequence_sample, samples))
         if len(set(map(type, samples))) != 1:
             return False
         if kind == "dict":          # same keys, any order (fields are read by key)
