@@ -818,7 +818,8 @@ def pack_chunks_into(seqs, lengths, sorted_indices, batch_sizes, dtype, tuple ro
     during the call is undefined (torch.cat does not survive it), but reads and writes
     stay in bounds whatever happens."""
     cdef list own = list(seqs)
-    # read once each into private rank-ordered tables (_rank_tables), then checked
+    # lengths and batch sizes: read once each into private rank-ordered tables
+    # (_rank_tables), which are checked and used from then on
     cdef cnp.ndarray lens_arr = np.ascontiguousarray(lengths, dtype=np.int64)
     cdef cnp.ndarray bs_arr = np.ascontiguousarray(batch_sizes, dtype=np.int64)
     cdef cnp.ndarray order_arr = None
@@ -826,7 +827,8 @@ def pack_chunks_into(seqs, lengths, sorted_indices, batch_sizes, dtype, tuple ro
     if lens_arr.ndim != 1 or lens_arr.shape[0] != B or bs_arr.ndim != 1:
         raise ValueError("lengths and batch_sizes must be 1-D, one length per sample")
     if sorted_indices is not None:
-        order_arr = np.ascontiguousarray(sorted_indices, dtype=np.int64)
+        # private: the chunks index the batch with it after the tables' checks
+        order_arr = np.array(sorted_indices, dtype=np.int64)
         if order_arr.ndim != 1 or order_arr.shape[0] != B:
             raise ValueError("sorted_indices and lengths differ in size")
     cdef int nd

@@ -733,9 +733,10 @@ class PackedCollate:
             try:
                 out = self._write(fields, fixed)
                 break
-            except _ReplanField as e:   # int-looking lists held other numbers, tensors
-                key = e.key             # of mixed dtypes... (re-planned once out of the
-            fields[key] = self._plan_field(columns[key], key, kind, defer=False)  # block
+            except _ReplanField as e:   # lists of other numbers, mixed dtypes...
+                key = e.key
+            # planned again out of the except block: the first batch block is freed
+            fields[key] = self._plan_field(columns[key], key, kind, defer=False)
             self._check_groups(fields)
         return self._assemble(() if from_store else samples[0], kind, keys, fields, out)
 
