@@ -43,6 +43,14 @@ def small_tensor_batches(draw, min_length=1, mixed=False):
     return samples
 
 
+def _takes_chunks(samples) -> bool:
+    """Deferred: over four chunks of small samples (contiguous samples averaging
+    ``_DIRECT_TENSOR_BYTES`` or more are read directly, with no concatenation)."""
+    nbytes = sum(s.numel() * s.element_size() for s in samples)
+    return (nbytes > 4 * packing._CHUNK_BYTES
+            and nbytes < packing._DIRECT_TENSOR_BYTES * len(samples))
+
+
 def _deferred(samples, **kw):
     return packing.plan_batch(samples, defer_tensors=True, **kw)
 
@@ -53,8 +61,7 @@ def test_packed_chunks_equal_the_reference(samples, enforce_sorted):
     if enforce_sorted:
         samples = sorted(samples, key=lambda s: -s.shape[0])
     plan = _deferred(samples, enforce_sorted=enforce_sorted)
-    big = sum(s.numel() * s.element_size() for s in samples) > 4 * packing._CHUNK_BYTES
-    assert (plan.tensors is not None) == big
+    assert (plan.tensors is not None) == _takes_chunks(samples)
     out = torch.empty(plan.shape, dtype=plan.dtype)
     packing.write_plan(plan, out)
     want, bs, si, ui = reference_pack(samples, enforce_sorted)
@@ -76,8 +83,7 @@ def test_packed_chunks_equal_the_reference(samples, enforce_sorted):
 @given(small_tensor_batches(min_length=0), st.booleans(), st.sampled_from(["right", "left"]),
        st.sampled_from([0, 1, 7]), st.sampled_from([None, 8]))
 def test_padded_chunks_equal_torch(samples, batch_first, side, value, multiple):
-    big = sum(s.numel() * s.element_size() for s in samples) > 4 * packing._CHUNK_BYTES
-    assert (_deferred(samples, sort=False).tensors is not None) == big
+    assert (_deferred(samples, sort=False).tensors is not None) == _takes_chunks(samples)
     want = pad_sequence(samples, batch_first=batch_first, padding_value=value,
                         padding_side=side)
     got = fastcollate.pad(samples, batch_first=batch_first, padding_value=value,
