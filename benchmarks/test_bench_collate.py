@@ -17,14 +17,27 @@ from workloads import WORKLOADS
 ALL = list(WORKLOADS)
 
 
-def labelled(name):
-    return [(a, i) for i, a in enumerate(WORKLOADS[name].arrays())]
+def inputs(name, kind="arrays"):
+    """The workload's samples as NumPy arrays or as tensors (``kind``)."""
+    return getattr(WORKLOADS[name], kind)()
 
 
+def labelled(name, kind="arrays"):
+    return [(a, i) for i, a in enumerate(inputs(name, kind))]
+
+
+def group(what, name, kind="arrays"):
+    """Tensor inputs are compared with their own floor (torch.cat) in groups of their own."""
+    return f"{what}-{name}" if kind == "arrays" else f"{what}-tensor-{name}"
+
+
+# Tensor inputs: batches of small tensors over 1 MB are concatenated and written a
+# chunk at a time (peak memory: the output plus one chunk).
 @pytest.mark.parametrize("name", ALL)
-def test_collate_fastcollate(benchmark, name):
-    samples = labelled(name)
-    benchmark.group = f"collate-{name}"
+@pytest.mark.parametrize("kind", ["arrays", "tensors"])
+def test_collate_fastcollate(benchmark, kind, name):
+    samples = labelled(name, kind)
+    benchmark.group = group("collate", name, kind)
     packed, labels = benchmark(PackedCollate(), samples)
     assert labels.tolist() == list(range(len(samples)))
 
@@ -37,9 +50,10 @@ def test_collate_torch_pad_pack(benchmark, name):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_pad_fastcollate(benchmark, name):
-    batch = WORKLOADS[name].arrays()
-    benchmark.group = f"pad-{name}"
+@pytest.mark.parametrize("kind", ["arrays", "tensors"])
+def test_pad_fastcollate(benchmark, kind, name):
+    batch = inputs(name, kind)
+    benchmark.group = group("pad", name, kind)
     out = benchmark(fastcollate.pad, batch)
     assert out.shape[0] == len(batch)
 
@@ -52,42 +66,17 @@ def test_pad_torch_pad_sequence(benchmark, name):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_pad_tensor_fastcollate(benchmark, name):
-    """Tensor inputs: batches of small tensors over 1 MB are concatenated and padded a
-    chunk at a time (peak memory: the output plus one chunk)."""
-    batch = WORKLOADS[name].tensors()
-    benchmark.group = f"pad-tensor-{name}"
-    out = benchmark(fastcollate.pad, batch)
-    assert out.shape[0] == len(batch)
-
-
-@pytest.mark.parametrize("name", ALL)
 def test_pad_tensor_torch_pad_sequence(benchmark, name):
-    batch = WORKLOADS[name].tensors()
-    benchmark.group = f"pad-tensor-{name}"
+    batch = inputs(name, "tensors")
+    benchmark.group = group("pad", name, "tensors")
     benchmark(pad_sequence, batch, batch_first=True)
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_pad_tensor_floor_cat(benchmark, name):
-    batch = WORKLOADS[name].tensors()
-    benchmark.group = f"pad-tensor-{name}"
-    benchmark(torch.cat, batch)
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_collate_tensor_fastcollate(benchmark, name):
-    samples = [(t, i) for i, t in enumerate(WORKLOADS[name].tensors())]
-    benchmark.group = f"collate-tensor-{name}"
-    packed, labels = benchmark(PackedCollate(), samples)
-    assert labels.tolist() == list(range(len(samples)))
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_collate_tensor_floor_cat(benchmark, name):
-    batch = WORKLOADS[name].tensors()
-    benchmark.group = f"collate-tensor-{name}"
-    benchmark(torch.cat, batch)
+@pytest.mark.parametrize("what", ["pad", "collate"])
+def test_tensor_floor_cat(benchmark, what, name):
+    benchmark.group = group(what, name, "tensors")
+    benchmark(torch.cat, inputs(name, "tensors"))
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -465,10 +465,21 @@ def _chunked_plan(seqs: list, lengths: np.ndarray, order: str, dtype) -> Optiona
             or t0.requires_grad or t0.layout is not torch.strided):
         return None
     try:
-        bs, si, ui = _sorted(lengths, order)
+        return _deferred_plan(seqs, lengths, tuple(t0.shape[1:]), d0, order)
     except ValueError:      # unsorted or zero-length: the whole-batch path decides
         return None
-    return Plan(lengths, tuple(t0.shape[1:]), d0, bs, si, ui, keep=seqs, tensors=seqs)
+
+
+def _deferred_plan(tensors: list, lengths: np.ndarray, row, dtype, order: str) -> Plan:
+    """The plan of ``tensors`` (rows ``row`` of ``dtype``) written a chunk at a time."""
+    bs, si, ui = _sorted(lengths, order)
+    return Plan(lengths, row, dtype, bs, si, ui, keep=tensors, tensors=tensors)
+
+
+def _replan_tensors() -> Replan:
+    """What the writes raise when a chunk of a deferred tensor plan is not as planned."""
+    return Replan("the tensors are not all of one dtype, on the CPU, without grad: plan "
+                  "them again without defer_tensors")
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:
@@ -671,8 +682,7 @@ def _plan_general(seqs: list, order: str, dtype, defer: bool = False) -> Plan:
             > 4 * _CHUNK_BYTES
             and all(t.device.type == "cpu" and not t.requires_grad for t in ts)):
         tensors = [t.to(target).resolve_conj().resolve_neg() for t in ts]
-        bs, si, ui = _sorted(lengths, order)
-        return Plan(lengths, row, target, bs, si, ui, keep=tensors, tensors=tensors)
+        return _deferred_plan(tensors, lengths, row, target, order)
     flat = torch.cat([t.to(target) for t in ts])
     return _plan_from_flat(flat, lengths, row, order, None)
 
@@ -719,8 +729,7 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
                                       plan.batch_sizes, _TORCH_TO_NP[plan.dtype], plan.row,
                                       torch.cat, torch.Tensor, dst.data_ptr(),
                                       dst.shape[0], _CHUNK_BYTES):
-            raise Replan("the tensors are not all of one dtype, on the CPU, without "
-                         "grad: plan them again without defer_tensors")
+            raise _replan_tensors()
         return out
     if plan.cast_from is not None:
         cast_into(plan, dst, _ranks(plan.unsorted_indices, len(plan.lengths)),

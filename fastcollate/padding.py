@@ -118,8 +118,7 @@ def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
                                      batch_first, left,
                                      _pad_element(padding_value, plan.dtype),
                                      packing._CHUNK_BYTES):
-            raise Replan("the tensors are not all of one dtype, on the CPU, without "
-                         "grad: plan them again without defer_tensors")
+            raise packing._replan_tensors()
         return out
     if plan.cast_from is not None:
         # padding first (no sources: only the padding rows are written), then every
