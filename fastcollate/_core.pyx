@@ -15,6 +15,7 @@ cimport cython
 from cpython.complex cimport PyComplex_RealAsDouble, PyComplex_ImagAsDouble
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
+from cpython.dict cimport PyDict_CheckExact, PyDict_Size
 from cpython.object cimport PyObject
 from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
@@ -1635,6 +1636,37 @@ def split_columns(samples, Py_ssize_t nfields):
             for k in range(nfields):
                 col = <list>PyList_GET_ITEM(cols, k)
                 col[i] = s[k]
+    return cols
+
+
+cdef extern from "Python.h":
+    PyObject* PyDict_GetItemWithError(object d, object key) except? NULL
+
+
+@cython.boundscheck(True)
+def split_dicts(list samples, list keys):
+    """Columns of a batch of exact dicts that all have exactly ``keys`` (any order).
+
+    Returns a list of ``len(keys)`` lists (column ``k`` holds every sample's value at
+    ``keys[k]``), or None as soon as a sample is not an exact dict of these keys (the
+    caller's general check names it). A value is referenced as soon as it is looked
+    up, before any Python code (a key's ``__eq__``) can run.
+    """
+    cdef Py_ssize_t B = len(samples), K = len(keys), i, k
+    cdef list cols = [[None] * B for _ in range(K)]
+    cdef list col
+    cdef object s
+    cdef PyObject* item
+    for i in range(B):
+        s = samples[i]
+        if not PyDict_CheckExact(s) or PyDict_Size(s) != K:
+            return None
+        for k in range(K):
+            item = PyDict_GetItemWithError(s, keys[k])
+            if item == NULL:
+                return None
+            col = cols[k]
+            col[i] = <object>item
     return cols
 
 

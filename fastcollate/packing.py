@@ -859,13 +859,7 @@ def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     ([3, 1, 6, 4, 2, 5], [3, 2, 1], [1, 0, 2])
     """
     if type(sequences) in (list, tuple) and sequences and dtype is None and not pin_memory:
-        kind = type(sequences[0])
-        if kind is np.ndarray:
-            packed = _pack_arrays(sequences, enforce_sorted)
-        elif kind is torch.Tensor:
-            packed = _pack_tensors(sequences, enforce_sorted)
-        else:
-            packed = None
+        packed = wrap_arrays(packed_in_one_call(sequences, enforce_sorted))
         if packed is not None:
             return packed
     plan = plan_batch(sequences, enforce_sorted=enforce_sorted, dtype=dtype,
@@ -890,34 +884,40 @@ def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     return wrap_packed(data, plan)
 
 
-def _pack_arrays(sequences: Sequence[Any], enforce_sorted: bool
-                 ) -> Optional[PackedSequence]:
-    """:func:`pack` of plain ndarrays of one dtype and row, the common case, in one
-    kernel call (``_core.pack_arrays``: scan, sort, allocate, scatter) instead of
-    plan -> write -> wrap; None for anything else (the general path names the odd
-    sample). ~4 us per call at B=16 against ~9-10 us."""
-    if _NP_TO_TORCH.get(sequences[0].dtype) is None:
-        return None
-    return _wrap_arrays(_core.pack_arrays(sequences, enforce_sorted))
+def packed_in_one_call(sequences: Sequence[Any], enforce_sorted: bool
+                       ) -> Optional[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray],
+                                           Optional[np.ndarray]]]:
+    """:func:`pack` of the common batches in one kernel call (scan, sort, allocate,
+    scatter) instead of plan -> write -> wrap, as arrays ``(data, batch_sizes,
+    sorted_indices, unsorted_indices)`` (:func:`wrap_arrays` makes them a
+    PackedSequence); None for anything else (the general path packs it or names the
+    odd sample). ~4 us per call at B=16 against ~9-10 us.
+
+    - Plain ndarrays of one dtype and row (``_core.pack_arrays``).
+    - Small exact CPU tensors (``_core.pack_tensors``): one ``numel()`` per tensor, one
+      ``torch.cat`` (which validates and promotes like torch), then sort, allocation
+      and scatter from the concatenation (a chunk of ranks at a time for batches over
+      ``_core.CHUNK_BYTES``: peak memory is the output plus one chunk). None for
+      batches of large samples (``_DIRECT_TENSOR_BYTES`` on average: the planned path
+      reads each tensor directly, without the concatenation's copy), for anything
+      torch.cat refuses or the kernel cannot split (a zero-length sample, chunks of
+      different dtypes...), and for outputs that need torch ops (requiring grad, CUDA).
+
+    Zero-length samples, and unsorted ones with ``enforce_sorted``, raise
+    ``ValueError`` naming the sample, as the general path does."""
+    kind = type(sequences[0])
+    if kind is np.ndarray:
+        if _NP_TO_TORCH.get(sequences[0].dtype) is None:
+            return None
+        return _core.pack_arrays(sequences, enforce_sorted)
+    if kind is torch.Tensor:
+        return _core.pack_tensors(sequences, torch.Tensor, torch.cat, _DIRECT_TENSOR_BYTES,
+                                  enforce_sorted)
+    return None
 
 
-def _pack_tensors(sequences: Sequence[Any], enforce_sorted: bool
-                  ) -> Optional[PackedSequence]:
-    """:func:`pack` of a batch of small exact CPU tensors in one kernel call
-    (``_core.pack_tensors``): one ``numel()`` per tensor, one ``torch.cat`` (which
-    validates and promotes like torch), then sort, allocation and scatter from the
-    concatenation (a chunk of ranks at a time for batches over ``_core.CHUNK_BYTES``:
-    peak memory is the output plus one chunk). None for batches of large samples
-    (``_DIRECT_TENSOR_BYTES`` on average: the planned path reads each tensor directly,
-    without the concatenation's copy), for anything torch.cat refuses or the kernel
-    cannot split (a zero-length sample, chunks of different dtypes...), and for outputs
-    that need torch ops (requiring grad, CUDA): the general path handles or names them."""
-    return _wrap_arrays(_core.pack_tensors(sequences, torch.Tensor, torch.cat,
-                                           _DIRECT_TENSOR_BYTES, enforce_sorted))
-
-
-def _wrap_arrays(packed: Optional[tuple]) -> Optional[PackedSequence]:
-    """The arrays of ``_core.pack_arrays``/``pack_flat`` as a PackedSequence, sharing
+def wrap_arrays(packed: Optional[tuple]) -> Optional[PackedSequence]:
+    """The arrays of :func:`packed_in_one_call` as a PackedSequence, sharing
     their memory (``torch.from_numpy``, ~0.5 us each, is the cheapest way to make a
     tensor; ``PackedSequence._make`` skips ``__new__``'s re-validation)."""
     if packed is None:

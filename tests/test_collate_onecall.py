@@ -1,0 +1,271 @@
+"""PackedCollate's one-call path: in ordinary memory, a pack-mode batch whose ragged
+fields are all plain arrays or small tensors is packed field by field with pack()'s
+one-call kernels (scan, sort, allocation and scatter in one Cython call), without a
+plan or a batch block. It must give exactly what the general path gives (which the
+same collate takes in shared memory), and leave everything else to it."""
+import collections
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.nn.utils.rnn import PackedSequence
+
+import fastcollate.collate as collate
+from fastcollate import PackedCollate
+from reference import reference_pack
+from strategies import NUMPY_DTYPES, make_sample
+
+Pair = collections.namedtuple("Pair", "seq label")
+
+
+def refuse_plans(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("planned")
+    monkeypatch.setattr(collate, "plan_batch", refuse)
+    monkeypatch.setattr(collate, "plan_flat", refuse)
+
+
+def test_plain_batches_are_packed_without_a_plan(monkeypatch):
+    refuse_plans(monkeypatch)
+    arrays = [np.arange(n) for n in (3, 5, 1)]
+    tensors = [torch.from_numpy(a) for a in arrays]
+    c = PackedCollate()
+    for bare in (arrays, tensors):
+        p = c(bare)
+        assert p.data.tolist() == [0, 0, 0, 1, 1, 2, 2, 3, 4]
+        assert p.batch_sizes.tolist() == [3, 2, 2, 1, 1] and p.sorted_indices.tolist() == [1, 0, 2]
+    seqs, labels = c([(a, i) for i, a in enumerate(arrays)])
+    assert seqs.unsorted_indices.tolist() == [1, 0, 2] and labels.tolist() == [0, 1, 2]
+    out = c([{"x": t, "y": float(i), "name": str(i)} for i, t in enumerate(tensors)])
+    assert out["y"].dtype == torch.float64 and out["name"] == ["0", "1", "2"]
+    rec = c([Pair(a, i) for i, a in enumerate(arrays)])
+    assert type(rec) is Pair and rec.label.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: PackedCollate(lengths=True), lambda: PackedCollate(mode="pad"),
+    lambda: PackedCollate(mode="flat"), lambda: PackedCollate(dtype=torch.float32),
+    lambda: PackedCollate(shared_memory=True), lambda: PackedCollate(groups=[(0,)]),
+], ids=["lengths", "pad", "flat", "dtype", "shared", "groups"])
+def test_options_the_kernels_do_not_cover_take_the_general_path(monkeypatch, make):
+    refuse_plans(monkeypatch)
+    with pytest.raises(AssertionError, match="planned"):
+        make()([(np.arange(n), n) for n in (3, 1)])
+
+
+@pytest.mark.parametrize("column", [
+    [np.arange(3), [1, 2]],                                   # mixed kinds
+    [np.arange(3), np.arange(2, dtype=np.int32)],             # mixed dtypes
+    [np.arange(3), np.arange(4)[::2]],                        # strided
+    [torch.arange(3.0, requires_grad=True), torch.arange(2.0)],
+    [torch.zeros(40000), torch.zeros(30000)],                 # read directly
+    [np.array(["a", "b"]), np.array(["c"])],                  # not numbers
+], ids=["kinds", "dtypes", "strided", "grad", "large", "strings"])
+def test_batches_the_kernels_refuse_take_the_general_path(monkeypatch, column):
+    calls = []
+    real = collate.plan_batch
+    monkeypatch.setattr(collate, "plan_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    samples = [(s, i) for i, s in enumerate(column)]
+    try:
+        got = PackedCollate()(samples)
+    except (TypeError, ValueError):
+        got = None
+    assert calls, "the general path did not run"
+    if got is not None:
+        general = PackedCollate(shared_memory=True)(samples)
+        assert_same_batch(got, general)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ([np.arange(3), np.arange(0)], r"^field 0: sample 1 has length 0"),
+    ([torch.arange(3), torch.arange(0)], r"^field 0: sample 1 has length 0"),
+])
+def test_errors_name_the_field_and_the_sample_as_the_general_path_does(bad, match):
+    with pytest.raises(ValueError, match=match):
+        PackedCollate()([(s, 0) for s in bad])
+    with pytest.raises(ValueError, match=match):
+        PackedCollate(shared_memory=True)([(s, 0) for s in bad])
+    with pytest.raises(ValueError, match=r"^sample 1 has length 0"):
+        PackedCollate()([s for s in bad])
+
+
+def test_enforce_sorted_errors_like_the_general_path():
+    samples = [np.arange(2), np.arange(3)]
+    for c in (PackedCollate(enforce_sorted=True),
+              PackedCollate(enforce_sorted=True, shared_memory=True)):
+        with pytest.raises(ValueError, match="sorted"):
+            c(samples)
+    p = PackedCollate(enforce_sorted=True)(samples[::-1])
+    assert p.sorted_indices is None and p.data.tolist() == [0, 0, 1, 1, 2]
+
+
+def test_the_stacking_memory_is_shared_with_the_general_path():
+    """An auto-detected tensor field of one length is stacked (general path), and the
+    flip to ragged (one-call path) warns; once ragged it stays ragged."""
+    c = PackedCollate()
+    stacked = c([(torch.arange(2), 0), (torch.arange(2), 1)])
+    assert not isinstance(stacked[0], PackedSequence)
+    with pytest.warns(UserWarning, match=r"field 0 was stacked .* lengths differ"):
+        ragged = c([(torch.arange(2), 0), (torch.arange(1), 1)])
+    assert isinstance(ragged[0], PackedSequence)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = c([(torch.arange(2), 0), (torch.arange(2), 1)])
+    assert isinstance(again[0], PackedSequence) and again[0].batch_sizes.tolist() == [2, 2]
+
+
+def assert_same_batch(got, want):
+    assert type(got) is type(want)
+    if isinstance(want, PackedSequence):
+        assert got.data.dtype == want.data.dtype and torch.equal(got.data, want.data)
+        assert torch.equal(got.batch_sizes, want.batch_sizes)
+        assert got.batch_sizes.dtype == torch.int64
+        for a, b in ((got.sorted_indices, want.sorted_indices),
+                     (got.unsorted_indices, want.unsorted_indices)):
+            assert (a is None) == (b is None)
+            assert a is None or (a.dtype == torch.int64 and torch.equal(a, b))
+        assert got.data.requires_grad == want.data.requires_grad
+    elif isinstance(want, torch.Tensor):
+        assert got.dtype == want.dtype and torch.equal(got, want)
+    elif isinstance(want, dict):
+        assert list(got) == list(want)
+        for k in want:
+            assert_same_batch(got[k], want[k])
+    elif isinstance(want, (tuple, list)):
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            assert_same_batch(a, b)
+    else:
+        assert got == want
+
+
+@st.composite
+def plain_batches(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    B = draw(st.integers(1, 60))
+    lengths = (rng.choice(draw(st.lists(st.integers(1, 40), min_size=1, max_size=4)), size=B)
+               if draw(st.booleans()) else
+               np.clip(rng.lognormal(2, 1.2, size=B), 1, 300).astype(np.int64))
+    enforce_sorted = draw(st.booleans())
+    if enforce_sorted:
+        lengths = np.sort(lengths)[::-1]
+    row = draw(st.sampled_from([(), (1,), (3,), (2, 5)]))
+    dtype = draw(st.sampled_from(NUMPY_DTYPES))
+    seqs = [make_sample(rng, int(n), row, dtype) for n in lengths]
+    if draw(st.booleans()):
+        seqs = [s.numpy() for s in seqs]
+    structure = draw(st.sampled_from(["bare", "tuple", "list", "dict", "namedtuple"]))
+    return seqs, structure, enforce_sorted, draw(st.booleans())
+
+
+def build(seqs, structure):
+    if structure == "bare":
+        return list(seqs)
+    if structure == "tuple":
+        return [(s, i, float(i) / 2) for i, s in enumerate(seqs)]
+    if structure == "list":
+        return [[s, i] for i, s in enumerate(seqs)]
+    if structure == "dict":
+        return [{"label": i % 3, "x": s, "tag": f"s{i}"} for i, s in enumerate(seqs)]
+    return [Pair(s, np.full(2, i, dtype=np.int32)) for i, s in enumerate(seqs)]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plain_batches())
+def test_one_call_batches_equal_the_general_path_and_the_reference(case):
+    seqs, structure, enforce_sorted, declared = case
+    samples = build(seqs, structure)
+    key = {"bare": None, "dict": "x"}.get(structure, 0)
+    ragged = None if (structure == "bare" or not declared) else [key]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # (a field of one length is stacked: no flip)
+        got = PackedCollate(ragged, enforce_sorted=enforce_sorted)(samples)
+        want = PackedCollate(ragged, enforce_sorted=enforce_sorted,
+                             shared_memory=True)(samples)
+    assert_same_batch(got, want)
+    packed = got if structure == "bare" else got[key]
+    if isinstance(packed, PackedSequence):
+        data, bs, si, ui = reference_pack([torch.as_tensor(s) for s in seqs], enforce_sorted)
+        assert torch.equal(packed.data, data) and packed.batch_sizes.tolist() == bs
+        if enforce_sorted:
+            assert packed.sorted_indices is None
+        else:
+            assert packed.sorted_indices.tolist() == si
+            assert packed.unsorted_indices.tolist() == ui
+    else:       # auto-detected and all of one length: stacked like default_collate
+        assert ragged is None and len({len(s) for s in seqs}) == 1
+        assert torch.equal(packed, torch.stack([torch.as_tensor(s) for s in seqs]))
+
+
+def test_one_call_batches_own_their_memory():
+    """The output shares nothing with the samples: changing them afterwards changes
+    nothing in the batch."""
+    arrays = [np.arange(n) for n in (3, 2)]
+    labels = [np.array([1, 2]), np.array([3, 4])]
+    seqs, lab = PackedCollate()(list(zip(arrays, labels)))
+    for a in arrays + labels:
+        a[:] = -1
+    assert seqs.data.tolist() == [0, 0, 1, 1, 2] and lab.tolist() == [[1, 2], [3, 4]]
+
+
+# -- dict samples split at C speed (_core.split_dicts) ------------------------------
+
+def split_dicts_reference(samples, keys):
+    if not all(type(s) is dict and s.keys() == set(keys) for s in samples):
+        return None
+    return [[s[k] for s in samples] for k in keys]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", 1, 2.5, (1,)]), st.integers(),
+                                max_size=4), min_size=1, max_size=6),
+       st.booleans())
+def test_split_dicts_equals_the_plain_split(samples, subclass):
+    from fastcollate import _core
+    if subclass and len(samples) > 1:
+        samples[-1] = collections.OrderedDict(samples[-1])
+    keys = list(samples[0])
+    assert _core.split_dicts(samples, keys) == split_dicts_reference(samples, keys)
+
+
+def test_dict_batches_of_other_mappings_or_keys_take_the_general_check():
+    c = PackedCollate()
+    out = c([collections.OrderedDict(x=[1, 2], y=0), collections.OrderedDict(y=1, x=[3])])
+    assert type(out) is dict and list(out) == ["x", "y"]
+    assert out["x"].data.tolist() == [1, 3, 2] and out["y"].tolist() == [0, 1]
+    with pytest.raises(TypeError, match="sample 1 is a OrderedDict"):
+        c([{"x": [1, 2], "y": 0}, collections.OrderedDict(y=1, x=[3])])
+    with pytest.raises(ValueError, match="sample 1 has keys"):
+        c([{"x": [1], "y": 0}, {"x": [1], "z": 0}])
+    with pytest.raises(ValueError, match="sample 1 has keys"):
+        c([{"x": [1], "y": 0}, {"x": [1]}])
+    with pytest.raises(TypeError, match="sample 1 is a list"):
+        c([{"x": [1], "y": 0}, [[1], 0]])
+
+
+class MutatingKey:
+    """A key whose __eq__ (run by the dict lookup on a hash collision) empties the
+    sample being looked up."""
+    def __init__(self, name, victim=None):
+        self.name, self.victim = name, victim
+
+    def __hash__(self):
+        return 7
+
+    def __eq__(self, other):
+        if self.victim is not None:
+            self.victim.clear()
+        return isinstance(other, MutatingKey) and other.name == self.name
+
+
+def test_a_key_that_mutates_the_sample_during_the_split_is_safe():
+    from fastcollate import _core
+    a, b = MutatingKey("a"), MutatingKey("b")
+    s0 = {a: 1, b: 2}
+    s1 = {a: 3, b: 4}
+    a.victim = s1           # the lookup of a in s1 compares keys: s1 is emptied
+    got = _core.split_dicts([s0, s1], [a, b])
+    assert got is None or got == [[1, 3], [2, 4]]
