@@ -185,6 +185,41 @@ def offsets_of(const int64_t[::1] batch_sizes):
     return out
 
 
+@cython.boundscheck(True)
+def packed_lengths(const int64_t[::1] batch_sizes, unsorted_indices=None):
+    """Each sample's length, in input order, from a packing's ``batch_sizes`` and
+    ``unsorted_indices`` (None: the samples are in rank order, ``enforce_sorted``).
+
+    The sample of rank ``r`` has as many steps as there are ``batch_sizes[t] > r``.
+    ``batch_sizes`` must be positive and non-increasing and ``unsorted_indices`` hold
+    ``batch_sizes[0]`` ranks in range (ValueError otherwise).
+    """
+    cdef Py_ssize_t T = batch_sizes.shape[0], t, i
+    cdef int64_t B = batch_sizes[0] if T else 0, r, hi, lo
+    cdef cnp.ndarray by_rank = np.empty(B, dtype=np.int64)
+    cdef int64_t[::1] L = by_rank
+    for t in range(T):
+        hi = batch_sizes[t]
+        lo = batch_sizes[t + 1] if t + 1 < T else 0
+        if lo < 1 and t + 1 < T or lo > hi:
+            raise ValueError(f"batch_sizes[{t + 1}] = {lo}: not in [1, batch_sizes[{t}]]")
+        for r in range(lo, hi):
+            L[r] = t + 1
+    if unsorted_indices is None:
+        return by_rank
+    cdef const int64_t[::1] ui = unsorted_indices
+    if ui.shape[0] != B:
+        raise ValueError(f"unsorted_indices has {ui.shape[0]} entries for {B} samples")
+    cdef cnp.ndarray out = np.empty(B, dtype=np.int64)
+    cdef int64_t[::1] o = out
+    for i in range(B):
+        r = ui[i]
+        if r < 0 or r >= B:
+            raise ValueError(f"unsorted_indices[{i}] = {r}: not a rank of {B} samples")
+        o[i] = L[r]
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Row scatter from contiguous sources
 # ---------------------------------------------------------------------------------------
@@ -369,6 +404,19 @@ cdef cnp.ndarray _new_rows(cnp.dtype descr, int nd, cnp.npy_intp* dims, size_t n
                                                 NULL, p, cnp.NPY_ARRAY_CARRAY, NULL)
     cnp.set_array_base(arr, owner)
     return arr
+
+
+cdef cnp.dtype _BYTES = np.dtype(np.uint8)
+
+
+def new_block(Py_ssize_t nbytes):
+    """A fresh uint8 array of ``nbytes`` bytes, 64-byte aligned, owning its memory
+    (freed with the last array or tensor that views it), advised onto huge pages from
+    ``HUGE_MIN_BYTES``: a batch block in ordinary memory, without ``torch.empty``."""
+    if nbytes < 0:
+        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+    cdef cnp.npy_intp n = nbytes
+    return _new_rows(_BYTES, 1, &n, <size_t>nbytes)
 
 
 cdef inline bint _plain_numbers(cnp.PyArray_Descr* d) noexcept:

@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import PackedSequence
 from torch.utils.data import get_worker_info
 
 from . import _core
-from .packing import (_NP_TO_TORCH, Replan, Plan, new_output, packed_by_torch,
+from .packing import (_NP_TO_TORCH, _TORCH_TO_NP, Replan, Plan, new_output, packed_by_torch,
                       packed_in_one_call, plan_batch, torch_functions_off, wrap_arrays,
                       wrap_packed, write_plan)
 from .store import RaggedBatch, StoreBatch
@@ -355,6 +355,8 @@ def _arena(specs: List[Tuple[Tuple[int, ...], torch.dtype]], where: str,
         starts.append(total)
         total += n
     total = max(-(-total // _ALIGN) * _ALIGN, _ALIGN)
+    if where == "plain":
+        return _plain_views(_core.new_block(total), starts, sizes, specs)
     block = _alloc(total, where)
     # 1-D int64 tensors (batch_sizes, indices, lengths, labels) are slices of one int64
     # view: one op each instead of three.
@@ -362,6 +364,26 @@ def _arena(specs: List[Tuple[Tuple[int, ...], torch.dtype]], where: str,
     return [words[start // 8:start // 8 + shape[0]] if dtype == torch.int64 and len(shape) == 1
             else block[start:start + n].view(dtype).view(shape)
             for start, n, (shape, dtype) in zip(starts, sizes, specs)]
+
+
+def _plain_views(block: np.ndarray, starts: List[int], sizes: List[int],
+                 specs: List[Tuple[Tuple[int, ...], torch.dtype]]) -> List[torch.Tensor]:
+    """:func:`_arena`'s views of a block in ordinary memory, made as NumPy views and
+    wrapped by ``torch.from_numpy`` (~0.8 us each; torch's slice and two views cost
+    ~5 us). Dtypes NumPy lacks (bfloat16) are viewed by torch."""
+    words = block.view(np.int64)
+    f = torch.from_numpy
+    out = []
+    for start, n, (shape, dtype) in zip(starts, sizes, specs):
+        if dtype == torch.int64 and len(shape) == 1:
+            out.append(f(words[start // 8:start // 8 + shape[0]]))
+            continue
+        np_dtype = _TORCH_TO_NP.get(dtype)
+        if np_dtype is None:
+            out.append(f(block[start:start + n]).view(dtype).view(shape))
+        else:
+            out.append(f(block[start:start + n].view(np_dtype).reshape(shape)))
+    return out
 
 
 def _may_have_one_length(column: Sequence[Any]) -> bool:
@@ -676,7 +698,11 @@ class PackedCollate:
         collate had it ragged (then it stays ragged). Warns when a stacked field
         becomes ragged, since the batch changes type."""
         lengths = plan.lengths
-        equal = bool(len(lengths) and lengths.min() == lengths.max())
+        bs = plan.batch_sizes
+        # all lengths equal: every sample is still active at the last step (packing:
+        # no NumPy reductions, ~2 us each on a small batch)
+        equal = bool(len(lengths) and (bs[-1] == len(lengths) if bs is not None else
+                                       lengths.min() == lengths.max()))
         return self._remember_kind(key, plan.dtype, plan.row, equal,
                                    int(lengths[0]) if len(lengths) else 0)
 
@@ -756,7 +782,8 @@ class PackedCollate:
         if len(samples) == 0:
             raise ValueError("cannot collate an empty batch")
         one_call = not from_store and self._one_call_options()
-        if one_call and type(samples[0]) in _ARRAY_TYPES:
+        if (one_call and type(samples[0]) in _ARRAY_TYPES and not self.lengths
+                and not self.groups and not self._named()):
             # bare arrays/tensors: the kernel checks every sample (exact type, dtype, row)
             try:
                 arrays = packed_in_one_call(samples, self.enforce_sorted)
@@ -781,7 +808,7 @@ class PackedCollate:
             fields[key] = field
         if kind == "dict" and (self.lengths or self.mask):
             self._check_extra_keys(keys, list(fields))
-        self._check_groups(fields)
+        self._check_groups({k: f.plan.lengths for k, f in fields.items()})
         fixed = ({k: columns[k] for k in keys if k not in fields} if from_store else
                  self._fixed(columns, keys, fields))
         while True:     # at most once more per ragged field: re-plans never defer
@@ -792,7 +819,7 @@ class PackedCollate:
                 key = e.key
             # planned again out of the except block: the first batch block is freed
             fields[key] = self._plan_field(columns[key], key, kind, defer=False)
-            self._check_groups(fields)
+            self._check_groups({k: f.plan.lengths for k, f in fields.items()})
         values = {k: (self._ragged_value(k, fields[k], out) if k in fields
                       else out[k, "fixed"]) for k in keys}
         extras = [(self._extra_key(what, k), out[k, what])
@@ -809,11 +836,10 @@ class PackedCollate:
                              "contain itself?)") from e
 
     def _one_call_options(self) -> bool:
-        """Whether the options allow the one-call path: pack mode without lengths,
-        dtype, groups or per-field dicts, in ordinary memory (shared or pinned memory
-        wants the one block: one storage to hand over)."""
-        return (self.mode == "pack" and not self.lengths and self.dtype is None
-                and not self.groups and not self._named() and self._where() == "plain")
+        """Whether the options allow the one-call path: pack mode without ``dtype``, in
+        ordinary memory (shared or pinned memory wants the one block: one storage to
+        hand over)."""
+        return self.mode == "pack" and self.dtype is None and self._where() == "plain"
 
     def _one_call_batch(self, first: Any, kind: str, keys: List[Key],
                         columns: Dict[Key, list], ragged: List[Key],
@@ -822,7 +848,9 @@ class PackedCollate:
         (plain arrays, small tensors: scan, sort, allocation and scatter in one
         Cython call each, no plan, no batch block); None to take the general path.
 
-        Only with :meth:`_one_call_options`. The general path takes any batch the
+        Only with :meth:`_one_call_options`; ``lengths`` (and ``groups``' checks) come
+        from each packing's ``batch_sizes`` and ``unsorted_indices``
+        (``_core.packed_lengths``). The general path takes any batch the
         kernels refuse, any error (it names the field and the sample) and an
         auto-detected field whose lengths are all equal (it stacks it, unless it was
         ragged before)."""
@@ -834,6 +862,7 @@ class PackedCollate:
                     and self._stacked_before(key, *_rows_of(column[0])) is not False):
                 return None
         packed: Dict[Key, PackedSequence] = {}
+        lengths: Dict[Key, np.ndarray] = {}
         for key in ragged:
             column = columns[key]
             try:
@@ -842,6 +871,8 @@ class PackedCollate:
                 return None
             if arrays is None:
                 return None
+            if self.lengths or self.groups:
+                lengths[key] = _core.packed_lengths(arrays[1], arrays[3])
             p = packed[key] = cast(PackedSequence, wrap_arrays(arrays))
             if (key in auto and arrays[1][-1] == len(column)     # promoted: memo per dtype
                     and self._stacked_before(key, p.data.dtype, tuple(p.data.shape[1:]))
@@ -850,9 +881,14 @@ class PackedCollate:
         for key in auto:        # ragged in this batch (a flip from stacked warns)
             data = packed[key].data
             self._remember_kind(key, data.dtype, tuple(data.shape[1:]), False, 0)
+        if kind == "dict" and self.lengths:
+            self._check_extra_keys(keys, ragged)
+        self._check_groups(lengths)
         values: Dict[Key, Any] = self._fixed(columns, keys, packed)
         values.update(packed)
-        return self._assemble(first, kind, keys, values, [])
+        extras = [(self._extra_key("lengths", k), torch.from_numpy(lengths[k]))
+                  for k in ragged if self._wants("lengths", k)]
+        return self._assemble(first, kind, keys, values, extras)
 
     def _store_ragged_keys(self, columns: Dict[Key, Any], keys: List[Key]) -> List[Key]:
         """A store batch's ragged fields are its stores; ``ragged=`` must name them all."""
@@ -884,15 +920,17 @@ class PackedCollate:
             field.T = padded_length(plan, self.pad_to_multiple_of)
         return field
 
-    def _check_groups(self, fields: Dict[Key, _Field]) -> None:
+    def _check_groups(self, lengths: Dict[Key, np.ndarray]) -> None:
+        """Every group's fields (keys of ``lengths``: the ragged fields, each one's
+        lengths in input order) have equal lengths in each sample."""
         for group in self.groups:
-            missing = [k for k in group if k not in fields]
+            missing = [k for k in group if k not in lengths]
             if missing:
                 raise KeyError(f"group {group}: fields {missing} are not ragged fields of "
                                "the samples")
-            base = fields[group[0]].plan.lengths
+            base = lengths[group[0]]
             for k in group[1:]:
-                other = fields[k].plan.lengths
+                other = lengths[k]
                 bad = np.flatnonzero(base != other)
                 if bad.size:
                     i = int(bad[0])

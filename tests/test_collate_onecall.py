@@ -46,10 +46,10 @@ def test_plain_batches_are_packed_without_a_plan(monkeypatch):
 
 
 @pytest.mark.parametrize("make", [
-    lambda: PackedCollate(lengths=True), lambda: PackedCollate(mode="pad"),
-    lambda: PackedCollate(mode="flat"), lambda: PackedCollate(dtype=torch.float32),
-    lambda: PackedCollate(shared_memory=True), lambda: PackedCollate(groups=[(0,)]),
-], ids=["lengths", "pad", "flat", "dtype", "shared", "groups"])
+    lambda: PackedCollate(mode="pad"), lambda: PackedCollate(mode="flat"),
+    lambda: PackedCollate(dtype=torch.float32), lambda: PackedCollate(dtype={0: torch.int32}),
+    lambda: PackedCollate(shared_memory=True),
+], ids=["pad", "flat", "dtype", "dtype-dict", "shared"])
 def test_options_the_kernels_do_not_cover_take_the_general_path(monkeypatch, make):
     refuse_plans(monkeypatch)
     with pytest.raises(AssertionError, match="planned"):
@@ -77,6 +77,36 @@ def test_batches_the_kernels_refuse_take_the_general_path(monkeypatch, column):
     if got is not None:
         general = PackedCollate(shared_memory=True)(samples)
         assert_same_batch(got, general)
+
+
+def test_lengths_and_groups_come_from_the_packing(monkeypatch):
+    refuse_plans(monkeypatch)
+    x = [np.arange(n) for n in (3, 5, 1)]
+    packed, lengths = PackedCollate(lengths=True)(x)
+    assert lengths.tolist() == [3, 5, 1] and lengths.dtype == torch.int64
+    samples = [{"x": a, "y": a * 2, "label": i} for i, a in enumerate(x)]
+    out = PackedCollate(lengths={"y": "n"}, groups=[("x", "y")])(samples)
+    assert list(out) == ["x", "y", "label", "n"] and out["n"].tolist() == [3, 5, 1]
+    assert out["y"].data.tolist() == [2 * v for v in out["x"].data.tolist()]
+    out = PackedCollate(lengths=True, enforce_sorted=True)([(a, 0) for a in x[1::-1]])
+    assert out[2].tolist() == [5, 3] and out[0].sorted_indices is None
+    with pytest.raises(ValueError, match=r"sample 1: field 'y' has length 2 but field 'x' has length 5"):
+        PackedCollate(groups=[("x", "y")])([{"x": x[0], "y": x[0]}, {"x": x[1], "y": x[1][:2]}])
+    with pytest.raises(ValueError, match="already have a field 'x_lengths'"):
+        PackedCollate(lengths=True)([{"x": a, "x_lengths": 0} for a in x])
+
+
+def test_packed_lengths_checks_its_tables():
+    from fastcollate import _core
+    bs = np.array([3, 2, 2, 1], dtype=np.int64)
+    assert _core.packed_lengths(bs).tolist() == [4, 3, 1]
+    assert _core.packed_lengths(bs, np.array([2, 0, 1])).tolist() == [1, 4, 3]
+    assert _core.packed_lengths(np.zeros(0, dtype=np.int64)).tolist() == []
+    for bad_bs, ui in [([2, 3], None), ([2, 0], None), ([3, 1], [0, 1]), ([2, 1], [0, 2]),
+                       ([2, 1], [-1, 0])]:
+        with pytest.raises(ValueError):
+            _core.packed_lengths(np.array(bad_bs, dtype=np.int64),
+                                 None if ui is None else np.array(ui, dtype=np.int64))
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -157,8 +187,11 @@ def plain_batches(draw):
     seqs = [make_sample(rng, int(n), row, dtype) for n in lengths]
     if draw(st.booleans()):
         seqs = [s.numpy() for s in seqs]
-    structure = draw(st.sampled_from(["bare", "tuple", "list", "dict", "namedtuple"]))
-    return seqs, structure, enforce_sorted, draw(st.booleans())
+    structure = draw(st.sampled_from(["bare", "tuple", "list", "dict", "namedtuple",
+                                      "grouped"]))
+    lengths = draw(st.sampled_from([False, True] + ([{"x": "n"}] if structure in
+                                                     ("dict", "grouped") else [])))
+    return seqs, structure, enforce_sorted, draw(st.booleans()), lengths
 
 
 def build(seqs, structure):
@@ -170,23 +203,45 @@ def build(seqs, structure):
         return [[s, i] for i, s in enumerate(seqs)]
     if structure == "dict":
         return [{"label": i % 3, "x": s, "tag": f"s{i}"} for i, s in enumerate(seqs)]
+    if structure == "grouped":      # inputs and per-step targets (another dtype)
+        return [{"x": s, "y": np.full(len(s), i, dtype=np.int16)} for i, s in enumerate(seqs)]
     return [Pair(s, np.full(2, i, dtype=np.int32)) for i, s in enumerate(seqs)]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plain_batches())
 def test_one_call_batches_equal_the_general_path_and_the_reference(case):
-    seqs, structure, enforce_sorted, declared = case
+    seqs, structure, enforce_sorted, declared, lengths = case
     samples = build(seqs, structure)
-    key = {"bare": None, "dict": "x"}.get(structure, 0)
+    key = {"bare": None, "dict": "x", "grouped": "x"}.get(structure, 0)
     ragged = None if (structure == "bare" or not declared) else [key]
+    options = dict(enforce_sorted=enforce_sorted, lengths=lengths)
+    if structure == "grouped":
+        ragged, options["groups"] = ["x", "y"], [("x", "y")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")     # (a field of one length is stacked: no flip)
-        got = PackedCollate(ragged, enforce_sorted=enforce_sorted)(samples)
-        want = PackedCollate(ragged, enforce_sorted=enforce_sorted,
-                             shared_memory=True)(samples)
+        got = PackedCollate(ragged, **options)(samples)
+        want = PackedCollate(ragged, shared_memory=True, **options)(samples)
     assert_same_batch(got, want)
-    packed = got if structure == "bare" else got[key]
+    extra = None        # the lengths output, where the batch has one
+    if structure in ("dict", "grouped"):
+        packed = got["x"]
+        extra = got.get("n" if isinstance(lengths, dict) else "x_lengths")
+    elif structure == "bare":
+        packed, extra = got if lengths else (got, None)
+    elif structure in ("tuple", "list"):
+        packed = got[0]
+        if lengths and isinstance(packed, PackedSequence):
+            extra = got[-1]
+    else:
+        record = got
+        if type(got) is tuple:          # (record, lengths)
+            record, extra = got
+        packed = record.seq
+    if lengths and isinstance(packed, PackedSequence):
+        assert extra.tolist() == list(map(len, seqs))
+    else:
+        assert extra is None
     if isinstance(packed, PackedSequence):
         data, bs, si, ui = reference_pack([torch.as_tensor(s) for s in seqs], enforce_sorted)
         assert torch.equal(packed.data, data) and packed.batch_sizes.tolist() == bs
