@@ -480,14 +480,15 @@ class PackedCollate:
         Allocate the batch in shared memory. Default: only inside a DataLoader worker,
         where it saves the copy into shared memory on the way to the main process.
     one_block : bool, default True
-        Every tensor of the batch is a view of one allocation (one storage to share and
-        hand over). ``False`` allocates each tensor separately, as ``default_collate``
-        does; it is there to measure the difference. In ordinary memory (not shared,
-        not pinned), a pack-mode batch whose ragged fields are plain arrays or small
-        tensors, without ``lengths``, ``dtype``, ``groups`` or per-field dicts, takes
-        :func:`fastcollate.pack`'s one-call kernels field by field instead: its tensors
-        are separate allocations either way (one block saves nothing there, and the
-        one-call path is 2-3x cheaper per batch).
+        In shared or pinned memory, every tensor of the batch is a view of one
+        allocation (one storage to share and hand over). ``False`` allocates each
+        tensor separately, as ``default_collate`` does; it is there to measure the
+        difference. In ordinary memory (the main process without ``pin_memory``), where
+        one block saves nothing, the batch is made the cheapest way instead: a
+        pack-mode batch whose ragged fields are plain arrays or small tensors (no
+        ``dtype``) takes :func:`fastcollate.pack`'s one-call kernels field by field;
+        otherwise only the written tensors share a block, and ``batch_sizes``, the
+        indices and the lengths are fresh tensors of their own.
 
     Non-ragged fields are collated like ``default_collate`` (numbers and arrays into
     one tensor, tensors stacked, strings kept as a list, dicts/namedtuples/lists field
@@ -948,7 +949,14 @@ class PackedCollate:
         return "shared" if shared else "plain"
 
     def _write(self, fields: Dict[Key, _Field], fixed: Dict[Key, Any]) -> Dict:
-        """Allocate every output tensor of the batch in one block and fill it."""
+        """Allocate every output tensor of the batch in one block and fill it.
+
+        In ordinary memory, where one block saves nothing, only the written tensors
+        (data, masks, flat outputs) are in the block: the plans' tables (batch sizes,
+        indices, lengths: fresh arrays of this call) are wrapped zero-copy, and the
+        fixed fields are the tensors their collation made."""
+        where = self._where()
+        tables = where != "plain" or self.flat is not None
         specs: List[Tuple[Tuple[int, ...], torch.dtype]] = []
         names: List[Tuple[Key, str]] = []
 
@@ -969,6 +977,10 @@ class PackedCollate:
                     want(key, "data", p.shape, p.dtype)
                 else:
                     want(key, "data", padded_shape(p, f.T, self.batch_first), p.dtype)
+            if self._wants("mask", key):
+                want(key, "mask", (B, f.T) if self.batch_first else (f.T, B), torch.bool)
+            if not tables:
+                continue
             if self.mode == "pack":
                 want(key, "batch_sizes", p.batch_sizes.shape, torch.int64)
                 if p.sorted_indices is not None and key in host_fields:
@@ -976,12 +988,10 @@ class PackedCollate:
                     want(key, "unsorted_indices", (B,), torch.int64)
             if self._wants("lengths", key):
                 want(key, "lengths", (B,), torch.int64)
-            if self._wants("mask", key):
-                want(key, "mask", (B, f.T) if self.batch_first else (f.T, B), torch.bool)
         for key, value in fixed.items():
-            if isinstance(value, torch.Tensor) and value.device.type == "cpu":
+            if tables and isinstance(value, torch.Tensor) and value.device.type == "cpu":
                 want(key, "fixed", value.shape, value.dtype)
-        views = _arena(specs, self._where(), self.one_block)
+        views = _arena(specs, where, self.one_block)
         out: Dict[Tuple[Key, str], Any] = dict(zip(names, views))
         for key, f in fields.items():
             p = f.plan
@@ -1009,13 +1019,21 @@ class PackedCollate:
                 out[key, "data"] = padded_by_torch(p, f.T, self.batch_first,
                                                    self._padding_for(key),
                                                    self.padding_side == "left")
-            if self.mode == "pack":
+            si, ui = p.sorted_indices, p.unsorted_indices
+            if not tables:
+                if self.mode == "pack":
+                    out[key, "batch_sizes"] = torch.from_numpy(p.batch_sizes)
+                    if si is not None and ui is not None and key in host_fields:
+                        out[key, "sorted_indices"] = torch.from_numpy(si)
+                        out[key, "unsorted_indices"] = torch.from_numpy(ui)
+                if self._wants("lengths", key):
+                    out[key, "lengths"] = torch.from_numpy(p.lengths)
+            elif self.mode == "pack":
                 _core.copy_array(out[key, "batch_sizes"].data_ptr(), p.batch_sizes)
-                si, ui = p.sorted_indices, p.unsorted_indices
                 if (key, "sorted_indices") in out and si is not None and ui is not None:
                     _core.copy_array(out[key, "sorted_indices"].data_ptr(), si)
                     _core.copy_array(out[key, "unsorted_indices"].data_ptr(), ui)
-            if (key, "lengths") in out:
+            if tables and (key, "lengths") in out:
                 _core.copy_array(out[key, "lengths"].data_ptr(), p.lengths)
             if (key, "mask") in out:
                 steps = torch.arange(f.T)
