@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, Dataset
 
 import fastcollate
 from fastcollate import PackedCollate
-from fastcollate._torch_collate import concat_collate, nothing_collate, torch_collate
+from fastcollate._torch_collate import (concat_collate, nothing_collate, torch_collate,
+                                        torch_pad_collate)
 from workloads import WORKLOADS
 
 ALL = list(WORKLOADS)
@@ -84,6 +85,56 @@ def test_pad_floor_concatenate(benchmark, name):
     batch = WORKLOADS[name].arrays()
     benchmark.group = f"pad-{name}"
     benchmark(np.concatenate, batch)
+
+
+# The fixed cost per batch: 16 token samples of 5-39 ids, each collate's usual options.
+# A collate's torch counterpart gets the same samples; the floor is np.concatenate of
+# the sequences.
+def _small_tokens():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 30000, size=int(n)) for n in rng.integers(5, 40, size=16)]
+
+
+SMALL = {
+    "bare": lambda xs: xs,
+    "labelled": lambda xs: [(a, i) for i, a in enumerate(xs)],
+    "lengths": lambda xs: [(a, i) for i, a in enumerate(xs)],
+    "lists-dict": lambda xs: [{"input_ids": a.tolist(), "label": i} for i, a in enumerate(xs)],
+    "pad-lengths": lambda xs: [(a, i) for i, a in enumerate(xs)],
+}
+SMALL_COLLATES = {"bare": PackedCollate(), "labelled": PackedCollate(),
+                  "lengths": PackedCollate(lengths=True), "lists-dict": PackedCollate(),
+                  "pad-lengths": PackedCollate(mode="pad", lengths=True)}
+
+
+def _torch_small(case):
+    if case == "bare":
+        return lambda b: torch.nn.utils.rnn.pack_sequence([torch.from_numpy(a) for a in b],
+                                                          enforce_sorted=False)
+    if case == "lists-dict":
+        return lambda b: torch_collate([(d["input_ids"], d["label"]) for d in b])
+    return torch_pad_collate if case == "pad-lengths" else torch_collate
+
+
+@pytest.mark.parametrize("case", list(SMALL))
+def test_collate_small_fastcollate(benchmark, case):
+    samples = SMALL[case](_small_tokens())
+    benchmark.group = f"collate-small-{case}"
+    out = benchmark(SMALL_COLLATES[case], samples)
+    assert len(out) >= 2
+
+
+@pytest.mark.parametrize("case", list(SMALL))
+def test_collate_small_torch(benchmark, case):
+    samples = SMALL[case](_small_tokens())
+    benchmark.group = f"collate-small-{case}"
+    benchmark(_torch_small(case), samples)
+
+
+@pytest.mark.parametrize("case", list(SMALL))
+def test_collate_small_floor_concatenate(benchmark, case):
+    benchmark.group = f"collate-small-{case}"
+    benchmark(np.concatenate, _small_tokens())
 
 
 class TokenDataset(Dataset):

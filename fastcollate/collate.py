@@ -698,14 +698,9 @@ class PackedCollate:
         does) when all its samples have one length, unless an earlier batch of this
         collate had it ragged (then it stays ragged). Warns when a stacked field
         becomes ragged, since the batch changes type."""
-        lengths = plan.lengths
-        bs = plan.batch_sizes
-        # all lengths equal: every sample is still active at the last step (packing:
-        # no NumPy reductions, ~2 us each on a small batch)
-        equal = bool(len(lengths) and (bs[-1] == len(lengths) if bs is not None else
-                                       lengths.min() == lengths.max()))
-        return self._remember_kind(key, plan.dtype, plan.row, equal,
-                                   int(lengths[0]) if len(lengths) else 0)
+        lo, hi = plan.length_range
+        return self._remember_kind(key, plan.dtype, plan.row,
+                                   bool(len(plan.lengths)) and lo == hi, hi)
 
     def _stacked_before(self, key: Key, dtype: Optional[torch.dtype],
                         row: Tuple[int, ...]) -> Optional[bool]:
@@ -1010,7 +1005,7 @@ class PackedCollate:
                     try:
                         write_padded(p, out[key, "data"], batch_first=self.batch_first,
                                      padding_value=self._padding_for(key),
-                                     padding_side=self.padding_side)
+                                     padding_side=self.padding_side, _trusted=True)
                     except Replan:
                         raise _ReplanField(key) from None
             elif self.mode == "pack":

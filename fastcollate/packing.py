@@ -207,6 +207,11 @@ class Plan:
         return _core.sum_lengths(self.lengths)
 
     @cached_property
+    def length_range(self) -> Tuple[int, int]:
+        """The shortest and the longest sample's length (0, 0 for no samples)."""
+        return _core.length_range(self.lengths)
+
+    @cached_property
     def shape(self) -> Tuple[int, ...]:
         return (self.total,) + self.row
 

@@ -31,7 +31,7 @@ def check_multiple(pad_to_multiple_of: Any) -> Optional[int]:
 
 def padded_length(plan: Plan, pad_to_multiple_of: Optional[int] = None) -> int:
     """The time dimension: the longest sample, rounded up to a multiple if asked."""
-    T = int(plan.lengths.max()) if len(plan.lengths) else 0
+    T = plan.length_range[1]
     multiple = check_multiple(pad_to_multiple_of)
     if multiple is not None:
         T = -(-T // multiple) * multiple
@@ -104,9 +104,9 @@ def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
                          "with T >= the longest sample in place of 0")
     T = out.shape[1] if batch_first else out.shape[0]
     dst = out if _trusted else check_out(out, padded_shape(plan, T, batch_first), plan.dtype)
-    if B and T < int(plan.lengths.max()):
+    if B and T < plan.length_range[1]:
         raise ValueError(f"out has T = {T} steps but the longest sample has "
-                         f"{int(plan.lengths.max())}")
+                         f"{plan.length_range[1]}")
     left = padding_side == "left"
     _check_padding_value(padding_value, plan.dtype)
     if plan.flat is not None:

@@ -324,3 +324,17 @@ def test_a_key_that_mutates_the_sample_during_the_split_is_safe():
     a.victim = s1           # the lookup of a in s1 compares keys: s1 is emptied
     got = _core.split_dicts([s0, s1], [a, b])
     assert got is None or got == [[1, 3], [2, 4]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 50), max_size=40), st.booleans())
+def test_packed_lengths_and_length_range_equal_the_plain_ones(lengths, enforce_sorted):
+    from fastcollate import _core
+    if enforce_sorted:
+        lengths = sorted(lengths, reverse=True)
+    lens = np.array(lengths, dtype=np.int64)
+    assert _core.length_range(lens) == ((min(lengths), max(lengths)) if lengths else (0, 0))
+    if not lengths:
+        return
+    bs, si, ui = _core.sort_lengths(lens, enforce_sorted)
+    assert _core.packed_lengths(bs, ui).tolist() == lengths
