@@ -395,7 +395,7 @@ def _may_have_one_length(column: Sequence[Any]) -> bool:
         if len({len(column[0]), len(column[len(column) // 2]), len(column[-1])}) > 1:
             return False
         return len(set(map(len, column))) == 1
-    except TypeError:           # a 0-d sample: left to the general path
+    except Exception:   # a 0-d sample, a len() that raises: the general path names it
         return True
 
 

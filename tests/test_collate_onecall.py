@@ -338,3 +338,13 @@ def test_packed_lengths_and_length_range_equal_the_plain_ones(lengths, enforce_s
         return
     bs, si, ui = _core.sort_lengths(lens, enforce_sorted)
     assert _core.packed_lengths(bs, ui).tolist() == lengths
+
+
+class BadLength:
+    def __len__(self):
+        raise RuntimeError("no length")
+
+
+def test_a_sample_whose_len_raises_gets_the_general_error():
+    with pytest.raises(TypeError, match="sample 1"):
+        PackedCollate()([(np.arange(3), 0), (BadLength(), 1)])
