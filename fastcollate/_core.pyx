@@ -19,7 +19,7 @@ from cpython.dict cimport PyDict_CheckExact, PyDict_Size
 from cpython.object cimport PyObject
 from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetPointer
 from cpython.ref cimport Py_INCREF
 
@@ -1763,6 +1763,22 @@ def copy_array(uintptr_t dst, src):
     cdef const char* p = <const char*>cnp.PyArray_DATA(a)
     with nogil:
         memcpy(<void*>dst, p, n)
+
+
+def same_int64(a, b):
+    """Whether ``a`` and ``b`` are one-dimensional int64 arrays of the same values
+    (False for anything else)."""
+    if not (cnp.PyArray_CheckExact(a) and cnp.PyArray_CheckExact(b)):
+        return False
+    cdef cnp.ndarray x = <cnp.ndarray>a, y = <cnp.ndarray>b
+    if (cnp.PyArray_NDIM(x) != 1 or cnp.PyArray_NDIM(y) != 1
+            or cnp.PyArray_TYPE(x) != cnp.NPY_INT64 or cnp.PyArray_TYPE(y) != cnp.NPY_INT64
+            or cnp.PyArray_DIM(x, 0) != cnp.PyArray_DIM(y, 0)
+            or not cnp.PyArray_ISCARRAY_RO(x) or not cnp.PyArray_ISCARRAY_RO(y)
+            or not cnp.PyArray_ISNOTSWAPPED(x) or not cnp.PyArray_ISNOTSWAPPED(y)):
+        return False
+    return memcmp(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y),
+                  <size_t>cnp.PyArray_NBYTES(x)) == 0
 
 
 def length_range(const int64_t[::1] lengths):

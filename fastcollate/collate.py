@@ -854,9 +854,13 @@ class PackedCollate:
             return None
         for key in auto:
             column = columns[key]
-            if (_may_have_one_length(column)
-                    and self._stacked_before(key, *_rows_of(column[0])) is not False):
-                return None
+            if _may_have_one_length(column):
+                try:            # (a nested tensor has no shape: the general path names it)
+                    rows = _rows_of(column[0])
+                except Exception:
+                    return None
+                if self._stacked_before(key, *rows) is not False:
+                    return None
         packed: Dict[Key, PackedSequence] = {}
         lengths: Dict[Key, np.ndarray] = {}
         for key in ragged:

@@ -190,7 +190,7 @@ def plan_flat(sequences: Sequence[Any], dtype: Optional[torch.dtype] = None) -> 
             if status == 0 or (status == 1 and dtype is not None):
                 # no permutation (batch_sizes None), as plan_batch(..., sort=False)
                 return Plan(lengths, (), torch.int64, cast(Any, None), None, None,
-                            ready=ready)
+                            ready=ready).seal()
     return plan_batch(seqs, dtype=dtype, sort=False)
 
 
@@ -218,6 +218,7 @@ def write_flat(plan: Plan, out: torch.Tensor, starts: Optional[np.ndarray] = Non
     at row ``starts[i]`` (by default one after another: ``n`` must then be at least
     the total). The rows between the samples are left as they are. A list sample that
     changed length since it was planned raises ValueError naming it."""
+    plan.check_planned()
     if _trusted:
         dst = out
     else:

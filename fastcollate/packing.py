@@ -104,23 +104,6 @@ def _list_dtype(kind: int) -> torch.dtype:
     return torch.complex128 if torch.get_default_dtype() == torch.float64 else torch.complex64
 
 
-class cached_property:        # noqa: N801 (functools.cached_property, without its lock)
-    """A property computed once per instance, then read from the instance's
-    ``__dict__``: ``functools.cached_property`` takes a lock on every first read until
-    Python 3.12 (~1 us: three of them were a tenth of a small batch's collate)."""
-
-    def __init__(self, fn: Callable[[Any], Any]) -> None:
-        self.fn = fn
-        self.name = fn.__name__
-        self.__doc__ = fn.__doc__
-
-    def __get__(self, obj: Any, owner: Any = None) -> Any:
-        if obj is None:
-            return self
-        value = obj.__dict__[self.name] = self.fn(obj)
-        return value
-
-
 @dataclass
 class Plan:
     """Everything needed to write one packed field, before its output exists.
@@ -180,6 +163,28 @@ class Plan:
     cast_from: Optional[torch.dtype] = None
     convert: str = ""
     tensors: Optional[List[Any]] = None
+    # what plan_batch checked the sources against (seal); None for hand-made plans
+    _planned: Optional[tuple] = field(default=None, repr=False, compare=False)
+
+    def seal(self) -> "Plan":
+        """Remember the sizes the sources were checked against (a private copy of the
+        lengths, the row, the dtypes, the conversion): the writers refuse a plan whose
+        sizes were edited since (:meth:`check_planned`), since they would read past
+        the samples or write past the output."""
+        self._planned = (self.lengths.copy(), self.row, self.dtype, self.cast_from,
+                         self.convert)
+        return self
+
+    def check_planned(self) -> None:
+        """ValueError if the lengths, row, dtype or conversion differ from what
+        :meth:`seal` remembered (a plan is a plain dataclass: treat it as read-only)."""
+        if self._planned is None:
+            return
+        lengths, row, dtype, cast_from, convert = self._planned
+        if (self.row != row or self.dtype != dtype or self.cast_from != cast_from
+                or self.convert != convert or not _core.same_int64(self.lengths, lengths)):
+            raise ValueError("this plan's lengths, row or dtype are not what it was planned "
+                             "with (was it edited?): plan the batch again")
 
     def source_checks(self) -> dict:
         """Keyword arguments for the kernels that read ``ptrs``: the tensor storages
@@ -201,21 +206,22 @@ class Plan:
             raise ValueError("this plan has no sample addresses (torch path or lists)")
         return self.ptrs
 
-    @cached_property
+    # computed on every read, never cached: a stale size would bound the writes wrongly
+    @property
     def total(self) -> int:
         """Number of rows of the packed data."""
         return _core.sum_lengths(self.lengths)
 
-    @cached_property
+    @property
     def length_range(self) -> Tuple[int, int]:
         """The shortest and the longest sample's length (0, 0 for no samples)."""
         return _core.length_range(self.lengths)
 
-    @cached_property
+    @property
     def shape(self) -> Tuple[int, ...]:
         return (self.total,) + self.row
 
-    @cached_property
+    @property
     def row_bytes(self) -> int:
         """Bytes of one packed row."""
         n = self.dtype.itemsize
@@ -288,7 +294,7 @@ def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     planner = BATCH_PLANNERS.get(type(sequences))
     if planner is not None:     # a selection from a flat store (fastcollate.store)
         check_dtype(dtype)
-        return planner(sequences, order, dtype)
+        return planner(sequences, order, dtype).seal()
     seqs = _as_batch(sequences, "pack" if sort else "pad")
     check_dtype(dtype)
     # Dispatch on the first sample; each fast path checks every sample's kind itself
@@ -304,7 +310,7 @@ def plan_batch(sequences: Sequence[Any], *, enforce_sorted: bool = False,
         plan = None
     if plan is None:
         plan = _plan_general(seqs, order, dtype, defer_tensors)
-    return plan
+    return plan.seal()
 
 
 def _sorted(lengths: np.ndarray, order: str):
@@ -715,6 +721,7 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
 
     ``out`` is checked first, whatever the plan's kind (ValueError). A list sample that
     changed length since it was planned raises ValueError naming it."""
+    plan.check_planned()
     dst = out if _trusted else check_out(out, plan.shape, plan.dtype)
     if plan.batch_sizes is None:
         raise ValueError("this plan was made with sort=False, for padding: write it with "

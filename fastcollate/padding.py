@@ -98,6 +98,7 @@ def write_padded(plan: Plan, out: torch.Tensor, *, batch_first: bool = True,
     ``out`` is checked first (ValueError); ``T`` must hold the longest sample. A list
     sample that changed length since it was planned raises ValueError naming it."""
     check_padding_side(padding_side)
+    plan.check_planned()
     B = len(plan.lengths)
     if not isinstance(out, torch.Tensor) or out.dim() < 2:
         raise ValueError(f"out must be a tensor of shape {padded_shape(plan, 0, batch_first)} "

@@ -348,3 +348,9 @@ class BadLength:
 def test_a_sample_whose_len_raises_gets_the_general_error():
     with pytest.raises(TypeError, match="sample 1"):
         PackedCollate()([(np.arange(3), 0), (BadLength(), 1)])
+
+
+def test_nested_tensor_samples_get_the_general_error():
+    nt = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])
+    with pytest.raises(TypeError, match="field 0: sample 0: nested tensors are not supported"):
+        PackedCollate()([(nt, 0), (nt, 1)])

@@ -136,6 +136,85 @@ def test_write_plan_checks_out_for_every_kind_of_plan(batch, bad):
         write_plan(plan, out)
 
 
+# An edited plan (found by review): its lengths, row or dtype changed after planning
+# used to make write_plan/write_padded read past the samples or write past ``out``
+# (sizes cached from before the edit, or sources never checked against the new ones).
+_EDITED = {
+    "pad-row-after-a-write": """
+        plan = plan_batch([np.ones((5, 4))] * 3, sort=False)
+        write_padded(plan, torch.empty((3, 5, 4), dtype=torch.float64))
+        plan.row = (2,)
+        big = torch.zeros(200, dtype=torch.float64)
+        attempt(lambda: write_padded(plan, big[:30].view(3, 5, 2)), big, 30)
+    """,
+    "pack-dtype-after-a-write": """
+        plan = plan_batch([np.ones((5, 4))] * 3)
+        write_plan(plan, torch.empty(plan.shape, dtype=plan.dtype))
+        plan.dtype = torch.float32
+        big = torch.zeros(400, dtype=torch.float32)
+        attempt(lambda: write_plan(plan, big[:60].view(15, 4)), big, 60)
+    """,
+    "chunks-row-and-tensors": """
+        plan = plan_batch([torch.ones(100, 4)] * 1000, defer_tensors=True)
+        shape = plan.shape
+        plan.row = (8,)
+        plan.tensors = [torch.ones(100, 8)] * 1000
+        big = torch.zeros(1_200_000)
+        attempt(lambda: write_plan(plan, big[:400_000].view(shape)), big, 400_000)
+    """,
+    "lengths-with-consistent-tables": """
+        src = np.ones((64, 4))
+        plan = plan_batch([src[:5], src[5:10], src[10:15]])
+        shape = plan.shape
+        plan.lengths = np.array([5, 5, 9])
+        plan.batch_sizes, plan.sorted_indices, plan.unsorted_indices = sort_lengths(plan.lengths)
+        big = torch.zeros(200, dtype=torch.float64)
+        attempt(lambda: write_plan(plan, big[:60].view(shape)), big, 60)
+    """,
+    "lengths-past-the-samples": """
+        a = [np.ones(1 << 18) for _ in range(2)]
+        plan = plan_batch(a)
+        plan.lengths = plan.lengths * 64
+        plan.batch_sizes, plan.sorted_indices, plan.unsorted_indices = sort_lengths(plan.lengths)
+        out = torch.empty(plan.shape, dtype=plan.dtype)
+        attempt(lambda: write_plan(plan, out), out, out.numel())
+    """,
+    "lengths-edited-in-place": """
+        a = [np.ones(1 << 18) for _ in range(2)]
+        plan = plan_batch(a, sort=False)
+        plan.lengths[0] *= 64
+        out = torch.empty((2, 64 << 18), dtype=torch.float64)
+        attempt(lambda: write_padded(plan, out), out, out.numel())
+    """,
+    "deferred-dtype-bfloat16": """
+        plan = plan_batch([torch.ones(100, 4)] * 1000, defer_tensors=True)
+        plan.dtype = torch.bfloat16
+        out = torch.zeros(plan.shape, dtype=torch.bfloat16)
+        attempt(lambda: write_plan(plan, out), out, out.numel())
+    """,
+}
+
+
+@pytest.mark.parametrize("case", list(_EDITED))
+def test_a_plan_edited_after_planning_raises_and_writes_nothing_outside_out(case):
+    out = run_isolated(textwrap.dedent("""
+        import numpy as np, torch
+        from fastcollate.kernels import plan_batch, write_plan, sort_lengths
+        from fastcollate.padding import write_padded
+
+        def attempt(write, buf, inside):
+            try:
+                write()
+            except ValueError as e:
+                print("ValueError", e)
+            else:
+                print("no error")
+            print("outside", int(torch.count_nonzero(buf.view(-1)[inside:])))
+    """) + textwrap.dedent(_EDITED[case]))
+    assert out.startswith("ValueError") and "was planned with" in out, out
+    assert out.strip().endswith("outside 0"), out
+
+
 def test_misaligned_arrays_are_copied_before_torch_reads_them():
     out = run_isolated("""
         import numpy as np, fastcollate
