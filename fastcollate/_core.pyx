@@ -201,7 +201,7 @@ def packed_lengths(const int64_t[::1] batch_sizes, unsorted_indices=None):
     for t in range(T):
         hi = batch_sizes[t]
         lo = batch_sizes[t + 1] if t + 1 < T else 0
-        if lo < 1 and t + 1 < T or lo > hi:
+        if (lo < 1 and t + 1 < T) or lo > hi:
             raise ValueError(f"batch_sizes[{t + 1}] = {lo}: not in [1, batch_sizes[{t}]]")
         for r in range(lo, hi):
             L[r] = t + 1

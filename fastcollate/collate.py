@@ -787,6 +787,7 @@ class PackedCollate:
                 arrays = None   # the general path raises it
             if arrays is not None:
                 return wrap_arrays(arrays)
+            one_call = False    # _one_call_batch would try the same column again
         kind, keys, columns = (cast(Any, samples).columns() if from_store else
                                self._fields_of(samples))
         ragged, auto = (

@@ -354,3 +354,13 @@ def test_nested_tensor_samples_get_the_general_error():
     nt = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])
     with pytest.raises(TypeError, match="field 0: sample 0: nested tensors are not supported"):
         PackedCollate()([(nt, 0), (nt, 1)])
+
+
+def test_a_bare_batch_the_kernels_refuse_is_tried_once(monkeypatch):
+    calls = []
+    real = collate.packed_in_one_call
+    monkeypatch.setattr(collate, "packed_in_one_call",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    p = PackedCollate()([np.arange(3), np.arange(2, dtype=np.int32)])   # mixed dtypes
+    assert calls == [1] and p.data.dtype == torch.int64
+    assert p.data.tolist() == [0, 0, 1, 1, 2]
