@@ -215,6 +215,27 @@ def test_a_plan_edited_after_planning_raises_and_writes_nothing_outside_out(case
     assert out.strip().endswith("outside 0"), out
 
 
+@pytest.mark.parametrize("width", [2, 4, 8, 16])
+def test_rows_wider_than_their_elements_at_odd_addresses_are_read_as_they_are(width):
+    """uint8 samples of ``width``-byte rows at odd addresses: the row kernels read and
+    write them as ``width``-byte elements at any address (the fuzzer found, under the
+    sanitizer, 4-byte rows read through an aligned uint32_t pointer: undefined
+    behaviour the UBSan run of this test reports)."""
+    buf = np.random.default_rng(0).integers(0, 255, size=1 << 16, dtype=np.uint8)
+    lengths = [40, 33, 33, 20, 17, 9, 5, 3, 2, 1] * 2       # >= 16 ranks: the tiled path
+    samples, at = [], 1
+    for n in lengths:
+        samples.append(buf[at:at + n * width].reshape(n, width))
+        at += n * width + 1
+    assert all(s.ctypes.data % 2 for s in samples[::2])
+    tensors = [torch.from_numpy(s.copy()) for s in samples]
+    packed = fastcollate.pack(samples)       # (torch orders ties its own way: per sample)
+    assert all(torch.equal(a, b) for a, b in zip(unpack_sequence(packed), tensors))
+    for batch_first in (True, False):
+        assert torch.equal(fastcollate.pad(samples, batch_first=batch_first),
+                           torch.nn.utils.rnn.pad_sequence(tensors, batch_first=batch_first))
+
+
 def test_misaligned_arrays_are_copied_before_torch_reads_them():
     out = run_isolated("""
         import numpy as np, fastcollate
