@@ -44,6 +44,117 @@ cdef extern from "Python.h":
     void PyErr_Clear()
 
 # ---------------------------------------------------------------------------------------
+# Reading tensor attributes: the C function behind a builtin method or property
+# ---------------------------------------------------------------------------------------
+
+from cpython.object cimport PyTypeObject, Py_TYPE
+
+cdef extern from "Python.h":
+    ctypedef struct PyDescrObject:
+        PyTypeObject* d_type
+    ctypedef struct PyMethodDef:
+        void* ml_meth
+        int ml_flags
+    ctypedef struct PyMethodDescrObject:
+        PyDescrObject d_common
+        PyMethodDef* d_method
+    ctypedef struct PyGetSetDef:
+        void* get
+        void* closure
+    ctypedef struct PyGetSetDescrObject:
+        PyDescrObject d_common
+        PyGetSetDef* d_getset
+    PyTypeObject PyMethodDescr_Type
+    PyTypeObject PyGetSetDescr_Type
+    bint PyType_IsSubtype(PyTypeObject*, PyTypeObject*)
+    int METH_NOARGS, METH_VARARGS, METH_KEYWORDS, METH_COEXIST
+
+ctypedef object (*_noargs_fn)(object, PyObject*)
+ctypedef object (*_kwargs_fn)(object, object, PyObject*)
+ctypedef object (*_getter_fn)(object, void*)
+
+cdef enum:
+    _GENERIC_CALL = 0
+    _GENERIC_GET = 1
+    _NOARGS = 2
+    _KWARGS = 3
+    _GETTER = 4
+
+
+@cython.final
+cdef class _Attr:
+    """One attribute of the exact instances of a type (torch.Tensor's ``numel()``,
+    ``shape``...), read through the C function behind it when the type's attribute is
+    a builtin method taking no arguments or a builtin property. That skips the
+    attribute lookup and the call's dispatch: ~30 ns per read instead of 55-70 ns,
+    about a third of a small tensor's cost in a batch.
+
+    The value is what ``getattr(tp, name)(x)`` (``call``) or ``x.<name>`` returns for
+    ``type(x) is tp``: the same function is called, with no arguments, and it runs
+    its own checks (torch function modes...). Any other kind of attribute (a Python
+    override, another implementation) is read the ordinary way. Callers check
+    ``type(x) is tp`` before :meth:`get`."""
+    cdef object descr
+    cdef object tp
+    cdef str name
+    cdef int kind
+    cdef void* fn
+    cdef void* closure
+
+    def __cinit__(self, tp, str name, bint call=True):
+        if not isinstance(tp, type):
+            raise TypeError(f"expected a type, got {type(tp).__name__}")
+        cdef object d = getattr(tp, name)
+        cdef PyTypeObject* owner
+        cdef int flags
+        self.descr = d
+        self.tp = tp
+        self.name = name
+        self.kind = _GENERIC_CALL if call else _GENERIC_GET
+        self.fn = NULL
+        self.closure = NULL
+        if Py_TYPE(d) is &PyMethodDescr_Type and call:
+            owner = (<PyMethodDescrObject*><PyObject*>d).d_common.d_type
+            flags = (<PyMethodDescrObject*><PyObject*>d).d_method.ml_flags & ~METH_COEXIST
+            if PyType_IsSubtype(<PyTypeObject*><PyObject*>tp, owner):
+                if flags == METH_NOARGS:
+                    self.kind = _NOARGS
+                elif flags == METH_VARARGS | METH_KEYWORDS:
+                    self.kind = _KWARGS
+                if self.kind != _GENERIC_CALL:
+                    self.fn = (<PyMethodDescrObject*><PyObject*>d).d_method.ml_meth
+        elif Py_TYPE(d) is &PyGetSetDescr_Type and not call:
+            owner = (<PyGetSetDescrObject*><PyObject*>d).d_common.d_type
+            if (PyType_IsSubtype(<PyTypeObject*><PyObject*>tp, owner)
+                    and (<PyGetSetDescrObject*><PyObject*>d).d_getset.get != NULL):
+                self.kind = _GETTER
+                self.fn = (<PyGetSetDescrObject*><PyObject*>d).d_getset.get
+                self.closure = (<PyGetSetDescrObject*><PyObject*>d).d_getset.closure
+
+    @property
+    def direct(self):
+        """Whether reads call the C function behind the attribute."""
+        return self.kind >= _NOARGS
+
+    cdef inline object get(self, object x):
+        if self.kind == _NOARGS:
+            return (<_noargs_fn>self.fn)(x, NULL)
+        if self.kind == _GETTER:
+            return (<_getter_fn>self.fn)(x, self.closure)
+        if self.kind == _KWARGS:
+            return (<_kwargs_fn>self.fn)(x, (), NULL)
+        if self.kind == _GENERIC_CALL:
+            return self.descr(x)
+        return getattr(x, self.name)
+
+    def __call__(self, x):
+        """:meth:`get` from Python (tests); TypeError unless ``type(x)`` is the type."""
+        if type(x) is not self.tp:
+            raise TypeError(f"expected a {self.tp.__name__}, got {type(x).__name__}")
+        return self.get(x)
+
+
+# ---------------------------------------------------------------------------------------
 # Lengths, counting sort, batch_sizes
 # ---------------------------------------------------------------------------------------
 
@@ -804,13 +915,14 @@ cdef object _planned_chunk(list own, const int64_t* lens, const int64_t* order,
     cdef list group = []
     cdef Py_ssize_t r, i
     cdef int64_t rows = 0, n
-    cdef object x, shape, numel = tensor_type.numel
+    cdef object x, shape
+    cdef _Attr numel = _Attr(tensor_type, "numel")
     for r in range(r0, r1):
         i = r if order == NULL else order[r]
         x = own[i]
         if type(x) is not tensor_type:
             return None
-        n = numel(x)
+        n = numel.get(x)
         if n != lens[r] * unit:
             shape = x.shape
             if PyTuple_GET_SIZE(shape) == 0 or <object>PyTuple_GET_ITEM(shape, 0) == lens[r]:
@@ -989,17 +1101,19 @@ def pad_chunks_into(seqs, lengths, dtype, tuple row, cat, tensor_type, uintptr_t
 def tensor_numels(seqs, tensor_type):
     """``numel()`` of every sample of a batch of exact tensors (``type(x) is
     tensor_type``) as int64, or None as soon as a sample is anything else. One call
-    per tensor (~50 ns), cheaper than reading ``shape``."""
+    of the C function behind ``numel()`` per tensor (~35 ns, :class:`_Attr`), cheaper
+    than reading ``shape``."""
     cdef Py_ssize_t B = len(seqs), i
     cdef cnp.npy_intp n = B
     cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
     cdef int64_t* o = <int64_t*>cnp.PyArray_DATA(out)
-    cdef object x, numel = tensor_type.numel
+    cdef object x
+    cdef _Attr numel = _Attr(tensor_type, "numel")
     for i in range(B):
         x = seqs[i]
         if type(x) is not tensor_type:
             return None
-        o[i] = numel(x)
+        o[i] = numel.get(x)
     return out
 
 
@@ -1439,11 +1553,14 @@ def tensor_lengths(seqs, tensor_type, cat=None, int64_t direct_bytes=0,
     cdef int64_t[::1] lens = lens_arr
     cdef object x, shape, shape0 = None
     cdef int64_t total = 0, row_bytes
+    cdef _Attr shape_of = _Attr(tensor_type, "shape", False)
     for i in range(B):
         x = own[i]
         if type(x) is not tensor_type:
             return None
-        shape = x.shape
+        shape = shape_of.get(x)
+        if not isinstance(shape, tuple):
+            return None
         if nd < 0:
             nd = PyTuple_GET_SIZE(shape)
             shape0 = shape
@@ -1598,24 +1715,40 @@ def tensor_sources(seqs, tensor_type, dtype, tuple row):
     cdef int64_t n, base, nbytes, start, itemsize = dtype.itemsize, row_elems = 1
     for k in range(nd - 1):
         row_elems *= <int64_t>(<object>PyTuple_GET_ITEM(row, k))
+    cdef _Attr shape_of = _Attr(tensor_type, "shape", False)
+    cdef _Attr dtype_of = _Attr(tensor_type, "dtype", False)
+    cdef _Attr is_cpu = _Attr(tensor_type, "is_cpu", False)
+    cdef _Attr requires_grad = _Attr(tensor_type, "requires_grad", False)
+    cdef _Attr is_contiguous = _Attr(tensor_type, "is_contiguous")
+    cdef _Attr is_neg = _Attr(tensor_type, "is_neg")
+    cdef _Attr is_conj = _Attr(tensor_type, "is_conj")
+    cdef _Attr untyped_storage = _Attr(tensor_type, "untyped_storage")
+    cdef _Attr storage_offset = _Attr(tensor_type, "storage_offset")
+    cdef _Attr st_data_ptr = None, st_nbytes = None
+    cdef object storage_type = None
     for i in range(B):
         t = seqs[i]
         if type(t) is not tensor_type:
             return None
-        shape = t.shape
-        if PyTuple_GET_SIZE(shape) != nd:
+        shape = shape_of.get(t)
+        if not isinstance(shape, tuple) or PyTuple_GET_SIZE(shape) != nd:
             return None
         for k in range(1, nd):
             if <object>PyTuple_GET_ITEM(shape, k) != <object>PyTuple_GET_ITEM(row, k - 1):
                 return None
-        if (t.dtype is not dtype or not t.is_cpu or t.requires_grad
-                or not t.is_contiguous() or t.is_neg() or (complex_ and t.is_conj())):
+        if (dtype_of.get(t) is not dtype or not is_cpu.get(t) or requires_grad.get(t)
+                or not is_contiguous.get(t) or is_neg.get(t)
+                or (complex_ and is_conj.get(t))):
             return None   # conjugate/negative views: their memory is not their value
         n = <object>PyTuple_GET_ITEM(shape, 0)
-        st = t.untyped_storage()
-        base = st.data_ptr()
-        nbytes = st.nbytes()
-        start = t.storage_offset() * itemsize
+        st = untyped_storage.get(t)
+        if type(st) is not storage_type:
+            storage_type = type(st)
+            st_data_ptr = _Attr(storage_type, "data_ptr")
+            st_nbytes = _Attr(storage_type, "nbytes")
+        base = st_data_ptr.get(st)
+        nbytes = st_nbytes.get(st)
+        start = storage_offset.get(t) * itemsize
         # the bytes the copy will read must exist in the storage behind the tensor
         if start + n * row_elems * itemsize > nbytes or (base == 0 and nbytes):
             raise ValueError(f"sample {i}: its storage holds fewer bytes than its shape "
@@ -1635,12 +1768,16 @@ def check_storages(list storages, const int64_t[:, ::1] snapshot):
     place since: the recorded addresses would dangle; a CPU storage that changes size
     always moves)."""
     cdef Py_ssize_t i
-    cdef object st
+    cdef object st, storage_type = None
+    cdef _Attr data_ptr = None
     if snapshot.shape[0] != len(storages):
         raise ValueError("storages and snapshot differ in size")
     for i in range(len(storages)):
         st = storages[i]
-        if st.data_ptr() != snapshot[i, 0]:
+        if type(st) is not storage_type:
+            storage_type = type(st)
+            data_ptr = _Attr(storage_type, "data_ptr")
+        if data_ptr.get(st) != snapshot[i, 0]:
             raise ValueError(f"sample {i}: its storage was resized or reallocated while "
                              "the batch was being packed")
 

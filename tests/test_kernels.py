@@ -205,3 +205,68 @@ def test_sort_lengths_works_on_a_private_copy_of_the_lengths():
     assert not np.shares_memory(_core._int64_lengths(lengths), lengths)
     bs, order, inverse = _core.sort_lengths(lengths)
     assert bs.tolist() == [3, 2, 1] and order.tolist() == [0, 2, 1]
+
+
+def _tensor_kinds():
+    import torch
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    c = torch.randn(3, 2, dtype=torch.complex64)
+    return {
+        "contiguous": base,
+        "transposed": base.t(),
+        "sliced": base[1:, 2:5],
+        "expanded": torch.zeros(1).expand(5),
+        "scalar": torch.tensor(3),
+        "empty": torch.empty(0, 3, dtype=torch.int16),
+        "requires_grad": torch.ones(3, requires_grad=True),
+        "conj": c.conj(),
+        "neg": torch._neg_view(base),
+        "uint8": torch.arange(7, dtype=torch.uint8),
+        "offset": torch.arange(10, dtype=torch.int64)[3:],
+    }
+
+
+@pytest.mark.parametrize("kind", list(_tensor_kinds()))
+def test_attr_reads_what_the_ordinary_attribute_reads(kind):
+    import torch
+    x = _tensor_kinds()[kind]
+    for name in ("numel", "element_size", "is_contiguous", "is_neg", "is_conj",
+                 "storage_offset", "data_ptr", "dim"):
+        a = _core._Attr(torch.Tensor, name)
+        assert a.direct, name       # torch's builtins: the C function is called
+        assert a(x) == getattr(x, name)(), name
+    for name in ("shape", "dtype", "is_cpu", "requires_grad", "ndim", "nbytes"):
+        a = _core._Attr(torch.Tensor, name, False)
+        assert a.direct, name
+        assert a(x) == getattr(x, name), name
+    st = x.untyped_storage()
+    assert _core._Attr(torch.Tensor, "untyped_storage")(x).data_ptr() == st.data_ptr()
+    for name in ("data_ptr", "nbytes"):
+        assert _core._Attr(type(st), name)(st) == getattr(st, name)()
+
+
+def test_attr_reads_python_overrides_the_ordinary_way_and_refuses_other_types():
+    import torch
+
+    class Mine(torch.Tensor):
+        def numel(self):
+            return -7
+
+        @property
+        def shape(self):
+            return "not a size"
+
+    x = torch.arange(3).as_subclass(Mine)
+    numel, shape = _core._Attr(Mine, "numel"), _core._Attr(Mine, "shape", False)
+    assert not numel.direct and not shape.direct
+    assert numel(x) == -7 and shape(x) == "not a size"
+    assert _core._Attr(Mine, "ndim", False).direct      # inherited builtin
+    assert _core._Attr(Mine, "ndim", False)(x) == 1
+    with pytest.raises(TypeError):
+        _core._Attr(torch.Tensor, "numel")(x)           # not exactly a torch.Tensor
+    with pytest.raises(TypeError):
+        _core._Attr(torch.Tensor, "numel")(np.arange(3))
+    with pytest.raises(TypeError):
+        _core._Attr("torch.Tensor", "numel")
+    with pytest.raises(AttributeError):
+        _core._Attr(torch.Tensor, "no_such_attribute")

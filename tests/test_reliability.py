@@ -257,6 +257,40 @@ def test_misaligned_arrays_are_copied_before_torch_reads_them():
     assert out.split() == ["600", "True", "True"]
 
 
+
+@pytest.mark.parametrize("attr, value", [("shape", "12345"), ("shape", "[7]"),
+                                         ("numel", "lambda self: 10 ** 12")])
+def test_a_tensor_attribute_patched_on_torch_tensor_is_not_trusted_as_its_builtin(attr,
+                                                                                  value):
+    # torch.Tensor.shape replaced by a property returning an int (or a list) was read as
+    # a tuple's items: a segfault. A patched numel() must not size any copy either.
+    out = run_isolated(f"""
+        import torch, fastcollate
+        from torch.nn.utils.rnn import pack_sequence, pad_sequence
+        batch = [torch.arange(n) for n in (3, 5, 2)]
+        ref = pack_sequence(batch, enforce_sorted=False)     # before the patch
+        want = {{fastcollate.pack: (ref.data.tolist(), ref.batch_sizes.tolist()),
+                fastcollate.pad: pad_sequence(batch, batch_first=True).tolist()}}
+        value = {value}
+        torch.Tensor.{attr} = value if callable(value) else property(lambda self: value)
+        for f in (fastcollate.pack, fastcollate.pad):
+            try:
+                got = f(batch)
+            except Exception as e:
+                print(f.__name__, "raised", type(e).__name__)
+                continue
+            if f is fastcollate.pack:
+                got = (got.data.tolist(), got.batch_sizes.tolist())
+            else:
+                got = got.tolist()
+            same = got == want[f]
+            print(f.__name__, "returned", same)
+    """)
+    for line in out.splitlines():
+        name, what, detail = line.split()
+        assert what == "raised" or detail == "True", out
+
+
 # -- silent wrong results --------------------------------------------------------------
 
 @pytest.mark.parametrize("view", ["conj", "neg", "conj_imag"])
