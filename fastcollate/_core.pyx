@@ -1238,13 +1238,18 @@ KIND_OTHER = 4      # not an exact Python number: use the slow path
 
 
 @cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change
-def list_kind(seqs):
+def list_kind(seqs, bint inferred=False):
     """Widest element kind over a batch of flat lists/tuples of Python numbers.
 
     Returns ``(kind, lengths)`` where kind is one of KIND_BOOL..KIND_COMPLEX, or
     ``(KIND_OTHER, index)`` naming the first sample that is not a flat list/tuple of
     exact Python bool/int/float/complex (nested lists, NumPy scalars, strings...).
     ``lengths`` is an int64 array.
+
+    ``inferred`` (no explicit dtype): each sample infers on its own, as
+    ``torch.tensor(sample)`` does, before the batch promotes; so an int beyond int64 in
+    a sample holding no float or complex raises OverflowError even when other samples
+    make the batch float (it would be read as a float otherwise).
     """
     cdef Py_ssize_t B = len(seqs), i, j, n
     cdef cnp.ndarray lens_arr = np.empty(B, dtype=np.int64)
@@ -1274,7 +1279,42 @@ def list_kind(seqs):
                 kind = KIND_COMPLEX
             else:
                 return KIND_OTHER, i
+    if inferred and kind >= KIND_FLOAT:
+        _ints_fit_int64(seqs)
     return kind, lens_arr
+
+
+cdef int _ints_fit_int64(seqs) except -1:
+    """OverflowError naming the first int beyond int64 in a sample of bools and ints
+    only (a second pass, taken only by batches that promote to a float or complex)."""
+    cdef Py_ssize_t i, j, n
+    cdef object s
+    cdef PyObject* x
+    cdef bint is_list, numbers_only
+    cdef int overflow
+    for i in range(len(seqs)):
+        s = seqs[i]
+        is_list = PyList_CheckExact(s)
+        if not is_list and not PyTuple_CheckExact(s):
+            continue        # (a caller's sequence type: the reader checks it again)
+        n = PyList_GET_SIZE(s) if is_list else PyTuple_GET_SIZE(s)
+        numbers_only = True
+        for j in range(n):
+            x = _item(s, j, is_list)
+            if not (PyLong_CheckExact(x) or PyBool_Check(x)):
+                numbers_only = False
+                break
+        if not numbers_only:
+            continue
+        for j in range(n):
+            x = _item(s, j, is_list)
+            overflow = 0
+            PyLong_AsLongLongAndOverflow(x, &overflow)
+            if overflow != 0:
+                raise OverflowError(f"sample {i}, element {j}: value {<object>x} does not "
+                                    "fit int64, the dtype of this sample's ints (as in "
+                                    "torch.tensor)")
+    return 0
 
 
 cdef inline PyObject* _item(object s, Py_ssize_t j, bint is_list) noexcept:

@@ -567,7 +567,9 @@ class PackedCollate:
         every sample must share the structure of sample 0."""
         first = samples[0]
         keys: List[Key]
-        if _is_sequence_sample(first):
+        if _is_sequence_sample(first) and not (self.ragged is not None
+                                               and isinstance(first, (list, tuple))):
+            # (with ragged= naming fields, a tuple of numbers is a record of fields)
             kind, keys = "bare", [None]
         elif isinstance(first, Mapping):
             kind, keys = "dict", list(first.keys())

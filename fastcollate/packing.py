@@ -344,7 +344,7 @@ def _plan_lists(seqs: list, order: str, dtype, defer_ints: bool = False) -> Opti
         plan = _plan_int_lists(seqs, order, dtype, defer_ints)
         if plan is not None:
             return plan
-    kind, lengths = _core.list_kind(seqs)
+    kind, lengths = _core.list_kind(seqs, dtype is None)
     if kind == _core.KIND_OTHER:
         return None
     # no elements at all (padding empty lists): torch.tensor([]) is float

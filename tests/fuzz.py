@@ -453,12 +453,14 @@ def _cast_fits(batch: Batch, refs: List[torch.Tensor]) -> bool:
 def _explicit_ref(s: Sample, dtype: Optional[torch.dtype]) -> Optional[torch.Tensor]:
     """A list sample with an explicit dtype means torch.tensor(x, dtype=dtype): exact
     (0.1 as float64 is not float32's 0.1), complex into a real dtype refused."""
-    if dtype is None or s.kind not in LIST_KINDS or s.kind == "list_lying_len":
+    if dtype is None or s.kind not in LIST_KINDS:
         return s.ref
     if s.ref is None and s.fault not in ("list_refused", "huge_int"):
         return None         # (those two may be fine in an explicit dtype, as in torch)
+    # a list whose len() lies is read for what it holds (torch.tensor trusts len())
+    obj = list(s.obj) if s.kind == "list_lying_len" else s.obj
     try:
-        t = torch.tensor(s.obj, dtype=dtype)
+        t = torch.tensor(obj, dtype=dtype)
     except (TypeError, ValueError, RuntimeError, OverflowError):
         return None
     return t if s.ref is None else t.reshape(s.ref.shape)

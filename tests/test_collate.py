@@ -281,3 +281,18 @@ def test_collate_of_lists_that_are_not_all_ints_matches_pack(values):
     assert torch.equal(got["x"].data, expected.data)
     assert torch.equal(got["x"].batch_sizes, expected.batch_sizes)
     assert got["ids"].data.tolist() == [1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("sample", [(3.5, 0), [3.5, 0], (1, 2)])
+def test_with_ragged_fields_named_a_tuple_of_numbers_is_a_record_not_a_sequence(sample):
+    # ragged=[0] says samples are records whose field 0 is ragged: a number there is
+    # an error naming the field, not a bare sequence (3.5, 0) of length 2
+    with pytest.raises(TypeError, match="field 0: sample 0"):
+        fastcollate.PackedCollate(ragged=[0], lengths=True)([sample])
+    p, labels, lengths = fastcollate.PackedCollate(ragged=[0], lengths=True)(
+        [([3.5, 1.0], 0), ([2.0], 1)])
+    assert labels.tolist() == [0, 1] and lengths.tolist() == [2, 1]
+    assert torch.equal(p.data, torch.tensor([3.5, 2.0, 1.0]))
+    # without ragged=, a flat tuple of numbers stays a bare sequence
+    q = fastcollate.PackedCollate()([sample])
+    assert torch.equal(q.data, torch.tensor(list(sample), dtype=q.data.dtype))

@@ -58,6 +58,31 @@ def test_python_int_too_large_for_int64_is_an_overflow_error():
         fastcollate.pack([[1], [2, 2**63]])
 
 
+@pytest.mark.parametrize("call", [fastcollate.pack, fastcollate.pad, fastcollate.flatten,
+                                  lambda b: fastcollate.PackedCollate()(b)])
+@pytest.mark.parametrize("batch", [[[1, 2**63], [-6.0]], [(2**64,), [1.5, 2.5]],
+                                   [[2.0], [3], [-2**63 - 1, 1]], [[1, 2**63], [1j]]])
+def test_an_int_beyond_int64_in_a_sample_of_ints_is_an_overflow_error_beside_floats(
+        batch, call):
+    # torch.tensor(sample) refuses the sample on its own, as for arrays and tensors
+    # beside it: the other samples' floats do not make its ints floats
+    i = next(k for k, s in enumerate(batch) if any(type(v) is int and not -2**63 <= v < 2**63
+                                                   for v in s))
+    with pytest.raises((OverflowError, ValueError, RuntimeError)):
+        torch.tensor(batch[i])
+    with pytest.raises(OverflowError, match=rf"sample {i}, element \d"):
+        call(batch)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float32, torch.float64])
+def test_an_int_beyond_int64_beside_a_float_of_its_own_sample_reads_as_torch_tensor(dtype):
+    batch = [[1.5, 2**63], [3], [2**64, 1]] if dtype is not None else [[1.5, 2**63], [3.0]]
+    p = fastcollate.pack(batch, dtype=dtype)
+    ref = torch.nn.utils.rnn.pack_sequence([torch.tensor(s, dtype=dtype or torch.float32)
+                                            for s in batch], enforce_sorted=False)
+    assert torch.equal(p.data, ref.data)
+
+
 @pytest.mark.parametrize("dtype,value", [(torch.int8, 128), (torch.uint8, -1),
                                          (torch.int16, 2**15), (torch.int32, -(2**31) - 1)])
 def test_python_int_that_does_not_fit_the_dtype_is_an_overflow_error(dtype, value):
