@@ -20,7 +20,7 @@ from cpython.object cimport PyObject
 from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
-from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetPointer
+from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetPointer, PyCapsule_SetDestructor
 from cpython.ref cimport Py_INCREF
 
 import numpy as np
@@ -488,28 +488,96 @@ cdef extern from "numpy/arrayobject.h":
                                 cnp.npy_intp* dims, cnp.npy_intp* strides, void* data,
                                 int flags, PyObject* obj)
 
+cdef extern from "_pool.h":
+    size_t FC_POOL_MIN
+    size_t fc_pool_limit
+    int fc_pool_n
+    size_t fc_pool_bytes
+    size_t fc_pool_capacity(size_t n)
+    void* fc_pool_take(size_t n, size_t* size)
+    void fc_pool_give(void* p, size_t size)
+    size_t fc_pool_clear()
+
+cdef extern from "Python.h":
+    int PyCapsule_SetContext(object capsule, void* context) except -1
+    void* PyCapsule_GetContext(object capsule)
+
 cdef const char* _BUFFER_NAME = "fastcollate.rows"
 cdef size_t _HUGE_MIN = 4 << 20
 
 
+def _pool_limit_from_env():
+    """``FASTCOLLATE_POOL_MB`` (default 256) as bytes; 0 disables the buffer cache."""
+    import os
+    raw = os.environ.get("FASTCOLLATE_POOL_MB", "")
+    try:
+        mb = float(raw) if raw.strip() else 256.0
+    except ValueError:
+        raise ValueError(f"FASTCOLLATE_POOL_MB must be a number of megabytes, got {raw!r}")
+    return int(max(mb, 0.0) * (1 << 20))
+
+
+fc_pool_limit = _pool_limit_from_env()
+
+
+def pool_limit(limit=None):
+    """The byte limit of the cache of large output buffers (``_pool.h``); with
+    ``limit``, set it first (0 disables the cache and frees what it holds; a lower
+    limit frees the oldest buffers as they are given back). Returns the limit."""
+    global fc_pool_limit
+    if limit is not None:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        fc_pool_limit = <size_t>limit
+        if limit == 0:
+            fc_pool_clear()
+    return fc_pool_limit
+
+
+def pool_stats():
+    """``(buffers, bytes)`` held by the cache of large output buffers."""
+    return fc_pool_n, fc_pool_bytes
+
+
+def pool_clear():
+    """Free every buffer the cache holds; returns the bytes released."""
+    return fc_pool_clear()
+
+
 cdef void _free_rows(object capsule) noexcept:
-    free(PyCapsule_GetPointer(capsule, _BUFFER_NAME))
+    # runs when the last array/tensor viewing the buffer is freed (GIL held)
+    fc_pool_give(PyCapsule_GetPointer(capsule, _BUFFER_NAME),
+                 <size_t><uintptr_t>PyCapsule_GetContext(capsule))
 
 
 cdef cnp.ndarray _new_rows(cnp.dtype descr, int nd, cnp.npy_intp* dims, size_t nbytes):
-    """A fresh C-contiguous array of shape ``dims`` and dtype ``descr`` (``nbytes``
-    bytes), 64-byte aligned as torch's CPU allocator aligns, owning its memory (freed
-    with the array), advised onto huge pages from ``HUGE_MIN_BYTES``."""
+    """A C-contiguous array of shape ``dims`` and dtype ``descr`` (``nbytes`` bytes),
+    64-byte aligned as torch's CPU allocator aligns, owning its memory: freed with the
+    array, or, from ``FC_POOL_MIN`` (4 MB) bytes, kept by the buffer cache
+    (``_pool.h``) for a later output, which then skips the page faults and the zeroing
+    of fresh memory. Its bytes are garbage until written. Fresh buffers from
+    ``HUGE_MIN_BYTES`` are advised onto huge pages."""
     cdef void* p = NULL
-    if posix_memalign(&p, 64, nbytes if nbytes > 0 else 64) != 0:
+    cdef size_t size = nbytes if nbytes > 0 else 64
+    cdef bint fresh = True
+    if nbytes >= FC_POOL_MIN and fc_pool_limit > 0:
+        p = fc_pool_take(nbytes, &size)
+        fresh = p == NULL
+        if fresh:
+            size = fc_pool_capacity(nbytes)
+    if fresh and posix_memalign(&p, 64, size) != 0:
         raise MemoryError(f"cannot allocate {nbytes} bytes for the packed data")
     try:
-        owner = PyCapsule_New(p, _BUFFER_NAME, _free_rows)
+        owner = PyCapsule_New(p, _BUFFER_NAME, NULL)
+        # the size first, then the destructor: a capsule freed in between frees nothing
+        # (leaks), never hands the cache a buffer of an unknown size
+        PyCapsule_SetContext(owner, <void*><uintptr_t>size)
+        PyCapsule_SetDestructor(owner, _free_rows)
     except BaseException:
         free(p)
         raise
-    if nbytes >= _HUGE_MIN:
-        fc_advise_huge(<char*>p, nbytes)
+    if fresh and size >= _HUGE_MIN:
+        fc_advise_huge(<char*>p, size)
     Py_INCREF(descr)        # PyArray_NewFromDescr steals a reference, even on failure
     cdef cnp.ndarray arr = PyArray_NewFromDescr(&PyArray_Type, <cnp.PyArray_Descr*>descr, nd, dims,
                                                 NULL, p, cnp.NPY_ARRAY_CARRAY, NULL)

@@ -31,6 +31,31 @@ from ._core import (KIND_BOOL, KIND_COMPLEX, KIND_FLOAT, KIND_INT, KIND_OTHER,
                     sort_lengths, tensor_lengths, tensor_sources)
 from .packing import Plan, check_out, plan_batch, wrap_packed, write_plan
 from ._cast import cast_scatter
+from . import _core
+
+
+def empty_cache() -> int:
+    """Free the large output buffers fastcollate keeps for reuse; returns the bytes freed.
+
+    Outputs of 4 MB or more (packed data, padded batches, collate blocks) are not
+    given back to the system when their last tensor is freed: up to
+    ``FASTCOLLATE_POOL_MB`` megabytes (environment variable, read at import; default
+    256, 0 disables the cache) of them are kept, and a later output that fits reuses
+    one instead of paying a page fault and a zeroing per page of fresh memory (64 MB
+    outputs: 27 -> 19 ms). A buffer is reused only once nothing references it.
+    Like ``torch.cuda.empty_cache``, this only returns idle memory to the system.
+
+    >>> import numpy as np, fastcollate
+    >>> from fastcollate import kernels
+    >>> p = fastcollate.pack([np.zeros(1 << 20, dtype=np.int64)])   # an 8 MB output
+    >>> del p
+    >>> kernels.empty_cache() >= 8 << 20
+    True
+    >>> kernels.empty_cache()
+    0
+    """
+    return int(_core.pool_clear())
+
 
 __all__ = ["sort_lengths", "offsets_of", "scatter", "pad_scatter", "read_lists",
            "read_ints", "list_kind", "list_lengths", "flatten_nested",
@@ -38,4 +63,4 @@ __all__ = ["sort_lengths", "offsets_of", "scatter", "pad_scatter", "read_lists",
            "choose_stream", "choose_tile", "advise_huge", "tensor_sources", "tensor_lengths", "check_storages",
            "KIND_BOOL", "KIND_INT", "KIND_FLOAT", "KIND_COMPLEX",
            "KIND_OTHER", "Plan", "plan_batch", "write_plan", "wrap_packed", "check_out",
-           "cast_scatter"]
+           "cast_scatter", "empty_cache"]

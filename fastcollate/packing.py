@@ -818,15 +818,17 @@ def check_out(out: Any, shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Ten
 
 def new_output(shape: Tuple[int, ...], dtype: torch.dtype, pin_memory: bool = False
                ) -> torch.Tensor:
-    """``torch.empty(shape, dtype=dtype, pin_memory=pin_memory)``, with outputs of
-    ``_core.HUGE_MIN_BYTES`` or more advised onto transparent huge pages before their
-    first write (pinned memory is left to its allocator)."""
-    out = torch.empty(shape, dtype=dtype, pin_memory=pin_memory)
+    """``torch.empty(shape, dtype=dtype, pin_memory=pin_memory)``; outputs of
+    ``_core.HUGE_MIN_BYTES`` or more in ordinary memory are a ``_core.new_block``
+    instead (huge pages, and a buffer reused from the cache of large outputs when one
+    fits: no page faults). Pinned memory is left to its allocator."""
     if not pin_memory:
-        nbytes = out.numel() * out.element_size()
+        nbytes = dtype.itemsize
+        for n in shape:
+            nbytes *= n
         if nbytes >= _core.HUGE_MIN_BYTES:
-            _core.advise_huge(out.data_ptr(), nbytes)
-    return out
+            return torch.from_numpy(_core.new_block(nbytes)).view(dtype).view(shape)
+    return torch.empty(shape, dtype=dtype, pin_memory=pin_memory)
 
 
 def wrap_packed(data: torch.Tensor, plan: Plan) -> PackedSequence:
