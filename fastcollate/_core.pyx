@@ -1352,6 +1352,7 @@ def list_kind(seqs, bint inferred=False):
     return kind, lens_arr
 
 
+@cython.boundscheck(True)   # (seqs[i] as in list_kind)
 cdef int _ints_fit_int64(seqs) except -1:
     """OverflowError naming the first int beyond int64 in a sample of bools and ints
     only (a second pass, taken only by batches that promote to a float or complex)."""

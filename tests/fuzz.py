@@ -24,6 +24,7 @@ import functools
 import math
 import mmap
 import os
+import re
 import signal
 import sys
 import time
@@ -395,7 +396,8 @@ def _clean(e: BaseException, batch: Optional[Batch] = None) -> None:
     when a sample is at fault."""
     if not isinstance(e, CLEAN_ERRORS):
         raise Bug(f"raised {type(e).__name__} (not ValueError/TypeError/OverflowError): {e}") from e
-    if batch is not None and batch.faults() and "sample" not in str(e):
+    if batch is not None and batch.faults() and "sample" not in str(e) \
+            and not isinstance(e, PaddingRefused):
         raise Bug(f"error does not name the faulty sample {batch.faults()}: {e!r}") from e
 
 
@@ -548,6 +550,8 @@ def check_pad(batch: Batch, batch_first: bool, value, side: str, multiple) -> No
     call = lambda: fastcollate.pad(batch.objs, dtype=batch.dtype, batch_first=batch_first,  # noqa: E731
                                    padding_value=value, padding_side=side,
                                    pad_to_multiple_of=multiple, return_lengths=True)
+    if refs is None and not _pad_value_fits(value, _INT_DTYPES):
+        call = _padding_error_or(call, value)
     result = _outcome(batch, call, refs,
                       may_refuse=maybe is not None or not _pad_value_fits(value, dtypes))
     if result is None:
@@ -590,6 +594,30 @@ def check_flatten(batch: Batch, offsets_dtype: torch.dtype) -> None:
         _equal(f.values[cu[i]:cu[i + 1]], r.to(f.values.dtype), f"sample {i}")
     if f.position_ids.tolist() != [t for n in lens for t in range(n)]:
         raise Bug(f"position_ids {f.position_ids.tolist()}")
+
+
+class PaddingRefused(OverflowError):
+    """A faulty batch refused for a padding value that does not fit (checked)."""
+
+
+_INT_DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]
+
+
+def _padding_error_or(call: Callable[[], Any], value) -> Callable[[], Any]:
+    """``call``, where a batch with a faulty sample may be refused for its padding value
+    instead (both are bad; the value is checked before the samples are read): a
+    "padding_value ... does not fit <dtype>" error about a dtype it truly does not fit
+    is accepted as clean (re-raised as PaddingRefused)."""
+    def run():
+        try:
+            return call()
+        except OverflowError as e:
+            m = re.match(r"padding_value .* does not fit torch\.(\w+)", str(e))
+            d = getattr(torch, m.group(1), None) if m else None
+            if isinstance(d, torch.dtype) and not _pad_value_fits(value, [d]):
+                raise PaddingRefused(str(e)) from e
+            raise
+    return run
 
 
 def _pad_value_fits(value, dtypes) -> bool:
