@@ -420,6 +420,8 @@ class PackedCollate:
 
     Samples may be a bare sequence (tensor, array, flat list of numbers), a tuple/list
     ``(seq, label, ...)``, a namedtuple, a dataclass or a dict; the batch mirrors it.
+    With ``ragged=`` given, a tuple/list sample is a record of fields even when it
+    holds only numbers.
 
     Parameters
     ----------
