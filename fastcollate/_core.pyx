@@ -373,9 +373,9 @@ def scatter(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_bytes
     block : int
         Time steps copied per sample before moving to the next; 0 picks by row size.
     tile : int
-        Time steps per tile of the narrow-row kernel (rows of 1, 2, 4, 8, 16 bytes);
-        0 turns it off, -1 (default) picks by row size and batch length
-        (:func:`choose_tile`).
+        The narrow-row kernel (rows of 1, 2, 4, 8, 16 bytes): time steps per tile
+        (> 0), panels of ``-tile`` ranks (<= -2), 0 turns it off, -1 (default) picks
+        by row size, batch length and output size (:func:`choose_tile`).
     stream : int
         Non-temporal stores: 0 never, 1/2 with 16/32-byte stores where the rows allow
         it, -1 (default) picks by row size and output size (:func:`choose_stream`).
@@ -427,8 +427,8 @@ cdef int _scatter_ranked(char* out, const uintptr_t* ptrs_in, const int64_t* len
             block = choose_block(row_bytes, B)
         if stream < 0:
             stream = choose_stream(row_bytes, acc * row_bytes)
-        if tile < 0:
-            tile = choose_tile(row_bytes, T, B)
+        if tile == -1:
+            tile = choose_tile(row_bytes, T, B, acc * row_bytes)
         with nogil:
             fc_scatter(out, <const char* const*>srcs, lens, offs, B, row_bytes, block,
                        stream, tile, 0)
@@ -949,7 +949,7 @@ cdef object _pack_tensor_chunks(list own, cnp.ndarray numels, cat, bint enforce_
                                  <size_t>(acc * row_bytes))
                 block = choose_block(row_bytes, B)
                 stream = choose_stream(row_bytes, acc * row_bytes)
-                tile = choose_tile(row_bytes, T, B)
+                tile = choose_tile(row_bytes, T, B, acc * row_bytes)
             elif not _like_first(src, d0, nd, out_dims):
                 return None     # another dtype than the first chunk's: mixed dtypes
             rows = _chunk_sources(srcs, <uintptr_t>cnp.PyArray_DATA(src), lens_r, r0, r1,
@@ -1088,7 +1088,7 @@ def pack_chunks_into(seqs, lengths, sorted_indices, batch_sizes, dtype, tuple ro
             raise ValueError(f"the output has {out_rows} rows, the plan {total}")
         block = choose_block(row_bytes, B)
         stream = choose_stream(row_bytes, total * row_bytes)
-        tile = choose_tile(row_bytes, T, B)
+        tile = choose_tile(row_bytes, T, B, total * row_bytes)
         r0 = 0
         while r0 < B:
             r1 = _chunk_end(lens_r, r0, B, unit, limit)
@@ -1242,21 +1242,48 @@ def advise_huge(uintptr_t ptr, size_t nbytes):
     return fc_advise_huge(<char*>ptr, nbytes)
 
 
-cpdef int64_t choose_tile(Py_ssize_t row_bytes, int64_t max_len, Py_ssize_t B=0) noexcept:
-    """Time steps per tile of the narrow-row kernel (rows of 1, 2, 4, 8 or 16 bytes),
-    0 for the per-sample blocked loop.
+PANEL_MIN_BYTES = 6 << 20             # narrow-row outputs written in panels (default)
+PANEL_RANKS = 256
+cdef int64_t _panel_min_bytes = PANEL_MIN_BYTES
 
-    Measured (scatter alone, 2-core machine): tiles pay once samples are long (bytes,
-    512 x ~1000 uint8: 245 -> 56 us; long-tail int64: 12.7 -> 8.9 us); on batches of
-    short samples (ties, short-many: max length <= 32) the blocked loop is faster.
-    Large batches of long samples (``B >= 4096``, longest >= 512 steps) run faster with
-    tiles of 1024 steps (fresh huge-page output, int64: 4096 x ~512 4.4 -> 3.3 ms,
-    8192 x ~500 8.2 -> 6.8 ms); at B <= 1024 such long tiles lose (250 -> 430 us).
+
+def panel_min_bytes(n=None):
+    """The output size from which :func:`choose_tile` picks panels (default
+    ``PANEL_MIN_BYTES``); with ``n``, set it (tests force the panels on small batches
+    with 0) and return the previous value."""
+    global _panel_min_bytes
+    cdef int64_t old = _panel_min_bytes
+    if n is not None:
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        _panel_min_bytes = n
+    return old
+
+
+cpdef int64_t choose_tile(Py_ssize_t row_bytes, int64_t max_len, Py_ssize_t B=0,
+                          int64_t total_bytes=0) noexcept:
+    """The narrow-row kernel for rows of 1, 2, 4, 8 or 16 bytes: time steps per tile
+    (> 0), ``-ranks`` for panels of that many ranks (< 0), 0 for the per-sample
+    blocked loop.
+
+    Measured (scatter alone, 2-core machine, fresh sources): tiles pay once samples
+    are long (bytes, 512 x ~1000 uint8: 245 -> 56 us; long-tail int64: 12.7 -> 8.9
+    us); on batches of short samples (ties, short-many: max length <= 32) the blocked
+    loop is faster. Outputs of ``PANEL_MIN_BYTES`` or more (:func:`panel_min_bytes`), beyond the caches, run
+    faster in panels of ``PANEL_RANKS`` ranks, which write each step's rows as runs of
+    kilobytes instead of one cache line per step and tile (against the best tiles:
+    int64 4096 x ~512 3.4 -> 3.0 ms, 16384 x ~512 15.6 -> 12.8 ms, 16384 x ~64 1.8 ->
+    1.4 ms; int32 4096 x ~1000 5.9 -> 3.4 ms; uint16 16384 x ~512 10.8 -> 6.1 ms);
+    in-cache outputs (1-4 MB) stay with the tiles (int64 256 x ~512: 59 against 68
+    us), and so do 1-byte rows, whose tiles transpose 16 x 16 blocks in registers
+    (uint8 16384 x ~512: 4.3 ms against 5.1 in panels).
     """
-    if (row_bytes == 1 or row_bytes == 2 or row_bytes == 4 or row_bytes == 8
-            or row_bytes == 16) and max_len >= 64:
-        if B >= 4096 and max_len >= 512:
-            return 1024
+    if not (row_bytes == 1 or row_bytes == 2 or row_bytes == 4 or row_bytes == 8
+            or row_bytes == 16):
+        return 0
+    if total_bytes >= _panel_min_bytes and row_bytes > 1:
+        return -PANEL_RANKS
+    if max_len >= 64:
         return 64
     return 0
 

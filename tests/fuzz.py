@@ -733,7 +733,9 @@ def scatter_cases(draw):
                                    "ptr_zero", "row_zero", "row_neg", "block", "stream"]))
     return dict(lengths=lengths, row_bytes=row_bytes, bs=bs, order=order, tamper=tamper,
                 k=draw(st.integers(0, 100)), block=draw(st.sampled_from([0, 1, -5, 3, 10**6])),
-                stream=draw(st.sampled_from([-1, 0, 1, 2, 3, 99])))
+                stream=draw(st.sampled_from([-1, 0, 1, 2, 3, 99])),
+                tile=draw(st.sampled_from([-1, 0, 1, 3, 64, 10**6, 2**63 - 1,
+                                           -2, -3, -256, -2**63])))
 
 
 def check_scatter(c) -> None:
@@ -783,7 +785,8 @@ def check_scatter(c) -> None:
     total = sum(max(n, 0) for n in lens)
     g = Guarded((max(total, 0) * max(rb, 0),), torch.uint8, fill=0xAB)
     try:
-        kernels.scatter(ptrs, lens, order, bs, rb, g.out.data_ptr(), c["block"], c["stream"])
+        kernels.scatter(ptrs, lens, order, bs, rb, g.out.data_ptr(), c["block"], c["stream"],
+                        tile=c.get("tile", -1))
     except BaseException as e:  # noqa: BLE001
         g.check()
         _clean(e)

@@ -58,6 +58,22 @@ def _deferred(samples, **kw):
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_tensor_batches(), st.booleans())
 def test_packed_chunks_equal_the_reference(samples, enforce_sorted):
+    _check_packed_chunks(samples, enforce_sorted)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_tensor_batches(), st.booleans())
+def test_packed_chunks_written_in_panels_equal_the_reference(samples, enforce_sorted):
+    """The panel kernel (large outputs), forced here: each chunk is a slice of ranks
+    written at the whole batch's step offsets."""
+    old = _core.panel_min_bytes(0)
+    try:
+        _check_packed_chunks(samples, enforce_sorted)
+    finally:
+        _core.panel_min_bytes(old)
+
+
+def _check_packed_chunks(samples, enforce_sorted):
     if enforce_sorted:
         samples = sorted(samples, key=lambda s: -s.shape[0])
     plan = _deferred(samples, enforce_sorted=enforce_sorted)

@@ -45,8 +45,10 @@ def long_tailed_lengths(draw):
 
 @settings(max_examples=200, deadline=None)
 @given(long_tailed_lengths(), st.sampled_from([1, 2, 4, 8, 16]),
-       st.sampled_from([1, 3, 16, 17, 32, 64, 1000]), st.integers(0, 2**32 - 1))
+       st.sampled_from([1, 3, 16, 17, 32, 64, 1000, -2, -3, -16, -17, -256]),
+       st.integers(0, 2**32 - 1))
 def test_tiled_scatter_of_narrow_rows_matches_the_reference(lengths, row_bytes, tile, seed):
+    """Tiles of ``tile`` steps, or panels of ``-tile`` ranks."""
     rng = np.random.default_rng(seed)
     samples = [rng.integers(0, 256, size=(n, row_bytes), dtype=np.uint8) for n in lengths]
     bs, order, _ = _core.sort_lengths(lengths)
@@ -60,8 +62,25 @@ def test_choose_tile_tiles_only_narrow_rows_of_long_batches():
     assert _core.choose_tile(8, 1000) > 0 and _core.choose_tile(1, 64) > 0
     assert _core.choose_tile(8, 4) == 0          # short batches: the blocked loop
     assert _core.choose_tile(320, 1000) == 0     # wide rows: the blocked loop
-    # large batches of long samples: long tiles; smaller batches keep 64 steps
-    assert _core.choose_tile(8, 1000, 8192) == 1024 and _core.choose_tile(8, 1000, 1024) == 64
+    # outputs beyond the caches: panels of ranks, except for 1-byte rows
+    big = _core.PANEL_MIN_BYTES
+    assert _core.choose_tile(8, 1000, 8192, big) == -_core.PANEL_RANKS
+    assert _core.choose_tile(4, 8, 8192, big) == -_core.PANEL_RANKS
+    assert _core.choose_tile(8, 1000, 1024, big - 1) == 64
+    assert _core.choose_tile(1, 1000, 8192, big) == 64
+    assert _core.choose_tile(320, 1000, 8192, big) == 0
+
+
+def test_panel_min_bytes_sets_and_restores_the_threshold():
+    old = _core.panel_min_bytes(0)
+    try:
+        assert old == _core.PANEL_MIN_BYTES
+        assert _core.choose_tile(8, 4, 16, 1) == -_core.PANEL_RANKS
+        with pytest.raises(ValueError):
+            _core.panel_min_bytes(-1)
+    finally:
+        assert _core.panel_min_bytes(old) == 0
+    assert _core.choose_tile(8, 4, 16, 1) == 0
 
 
 def test_scatter_streams_large_outputs_correctly():

@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import unpack_sequence
 
 import fastcollate
 from fastcollate.kernels import plan_batch, write_plan
+from fastcollate import _core
 
 
 def run_isolated(code: str, timeout: float = 60) -> str:
@@ -215,8 +216,18 @@ def test_a_plan_edited_after_planning_raises_and_writes_nothing_outside_out(case
     assert out.strip().endswith("outside 0"), out
 
 
+@pytest.fixture(params=["tiles", "panels"])
+def narrow_kernel(request):
+    """Either narrow-row kernel: tiles (small outputs) or panels (forced by setting
+    their output-size threshold to 0)."""
+    old = _core.panel_min_bytes(0 if request.param == "panels" else None)
+    yield request.param
+    _core.panel_min_bytes(old)
+
+
 @pytest.mark.parametrize("width", [2, 4, 8, 16])
-def test_rows_wider_than_their_elements_at_odd_addresses_are_read_as_they_are(width):
+def test_rows_wider_than_their_elements_at_odd_addresses_are_read_as_they_are(
+        width, narrow_kernel):
     """uint8 samples of ``width``-byte rows at odd addresses: the row kernels read and
     write them as ``width``-byte elements at any address (the fuzzer found, under the
     sanitizer, 4-byte rows read through an aligned uint32_t pointer: undefined
