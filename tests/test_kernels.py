@@ -58,6 +58,28 @@ def test_tiled_scatter_of_narrow_rows_matches_the_reference(lengths, row_bytes, 
     np.testing.assert_array_equal(out, reference_scatter(samples, order.tolist()))
 
 
+@pytest.mark.parametrize("row_bytes", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("tile", [2, 3, 5, 16, 64, -2, -256])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_full_tiles_of_every_narrow_row_match_the_reference(row_bytes, tile, offset):
+    """Batches where every rank of many tiles stays active over the whole tile, so that
+    the register transposes (whole blocks of steps x 16 ranks) write most rows, with
+    sources at aligned and at odd addresses."""
+    rng = np.random.default_rng(row_bytes * 1000 + tile + 500)
+    lengths = [int(n) for n in rng.integers(60, 200, size=40)] + [1, 2, 3, 5, 17, 300]
+    buf = rng.integers(0, 256, size=sum(lengths) * row_bytes + len(lengths) + 64,
+                       dtype=np.uint8)
+    samples, at = [], offset
+    for n in lengths:
+        samples.append(buf[at:at + n * row_bytes].reshape(n, row_bytes))
+        at += n * row_bytes + offset
+    bs, order, _ = _core.sort_lengths(lengths)
+    ptrs = np.array([s.ctypes.data for s in samples], dtype=np.int64)
+    out = np.full((sum(lengths), row_bytes), 0xAB, dtype=np.uint8)
+    _core.scatter(ptrs, lengths, order, bs, row_bytes, out.ctypes.data, tile=tile)
+    np.testing.assert_array_equal(out, reference_scatter(samples, order.tolist()))
+
+
 def test_choose_tile_tiles_only_narrow_rows_of_long_batches():
     assert _core.choose_tile(8, 1000) > 0 and _core.choose_tile(1, 64) > 0
     assert _core.choose_tile(8, 4) == 0          # short batches: the blocked loop
