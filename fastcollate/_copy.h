@@ -128,48 +128,59 @@ static inline void fc_t16x16_u8(const uint8_t *const *sp, int64_t t, uint8_t *o,
                          _mm_unpackhi_epi64(e[0][q], e[1][q]));
     }
 }
-#define FC_FAST_U8 for (; t + 16 <= t1; t += 16) fc_t16x16_u8(sp, t, o, offs, r0);
 
-/* 4 steps x 16 ranks of 4-byte rows: 4 x 4 blocks transposed in SSE2 registers (load
- * steps t..t+3 of 4 ranks, store ranks r..r+3 at each step). sp: the tile's sources
- * as bytes; rows at any address (unaligned loads and stores). */
-static inline void fc_t4x16_u32(const char *const *sp, int64_t t, char *o,
-                                const int64_t *offs, int64_t r0)
+/* 4 steps x n ranks (n <= 16) of 4-byte rows: 4 x 4 blocks transposed in SSE2
+ * registers (load steps t..t+3 of 4 ranks, store ranks r..r+3 at each step), the
+ * n % 4 ranks left one element at a time. sp: the tile's sources as bytes; rows at
+ * any address (unaligned loads and stores, memcpy for single elements). */
+static inline void fc_t4xn_u32(const char *const *sp, int64_t n, int64_t t, char *o,
+                               const int64_t *offs, int64_t r0)
 {
-    char *d0 = o + (offs[t] + r0) * 4, *d1 = o + (offs[t + 1] + r0) * 4;
-    char *d2 = o + (offs[t + 2] + r0) * 4, *d3 = o + (offs[t + 3] + r0) * 4;
-    for (int g = 0; g < 16; g += 4) {
+    char *d[4];
+    for (int j = 0; j < 4; j++) d[j] = o + (offs[t + j] + r0) * 4;
+    int64_t g = 0;
+    for (; g + 4 <= n; g += 4) {
         __m128i a = _mm_loadu_si128((const __m128i *)(sp[g] + t * 4));
         __m128i b = _mm_loadu_si128((const __m128i *)(sp[g + 1] + t * 4));
         __m128i c = _mm_loadu_si128((const __m128i *)(sp[g + 2] + t * 4));
         __m128i e = _mm_loadu_si128((const __m128i *)(sp[g + 3] + t * 4));
         __m128i ab0 = _mm_unpacklo_epi32(a, b), ab1 = _mm_unpackhi_epi32(a, b);
         __m128i ce0 = _mm_unpacklo_epi32(c, e), ce1 = _mm_unpackhi_epi32(c, e);
-        _mm_storeu_si128((__m128i *)(d0 + g * 4), _mm_unpacklo_epi64(ab0, ce0));
-        _mm_storeu_si128((__m128i *)(d1 + g * 4), _mm_unpackhi_epi64(ab0, ce0));
-        _mm_storeu_si128((__m128i *)(d2 + g * 4), _mm_unpacklo_epi64(ab1, ce1));
-        _mm_storeu_si128((__m128i *)(d3 + g * 4), _mm_unpackhi_epi64(ab1, ce1));
+        _mm_storeu_si128((__m128i *)(d[0] + g * 4), _mm_unpacklo_epi64(ab0, ce0));
+        _mm_storeu_si128((__m128i *)(d[1] + g * 4), _mm_unpackhi_epi64(ab0, ce0));
+        _mm_storeu_si128((__m128i *)(d[2] + g * 4), _mm_unpacklo_epi64(ab1, ce1));
+        _mm_storeu_si128((__m128i *)(d[3] + g * 4), _mm_unpackhi_epi64(ab1, ce1));
     }
+    for (; g < n; g++)
+        for (int j = 0; j < 4; j++) memcpy(d[j] + g * 4, sp[g] + (t + j) * 4, 4);
 }
 
-/* 2 steps x 16 ranks of 8-byte rows: 2 x 2 blocks in SSE2 registers (an AVX2 4 x 4
- * version measured slower: int64 256 x ~512 55 against 43 us). Measured against the
- * element loop (scatter alone): int64 256 x ~512 58 -> 43 us, int32 53 -> 33 us. */
-static inline void fc_t2x16_u64(const char *const *sp, int64_t t, char *o,
-                                const int64_t *offs, int64_t r0)
+/* 2 steps x n ranks (n <= 16) of 8-byte rows: 2 x 2 blocks in SSE2 registers, an odd
+ * rank left alone (an AVX2 4 x 4 version measured slower: int64 256 x ~512 55
+ * against 43 us). Measured against the element loop (scatter alone): int64 256 x
+ * ~512 58 -> 43 us, int32 53 -> 33 us. */
+static inline void fc_t2xn_u64(const char *const *sp, int64_t n, int64_t t, char *o,
+                               const int64_t *offs, int64_t r0)
 {
     char *d0 = o + (offs[t] + r0) * 8, *d1 = o + (offs[t + 1] + r0) * 8;
-    for (int g = 0; g < 16; g += 2) {
+    int64_t g = 0;
+    for (; g + 2 <= n; g += 2) {
         __m128i a = _mm_loadu_si128((const __m128i *)(sp[g] + t * 8));
         __m128i b = _mm_loadu_si128((const __m128i *)(sp[g + 1] + t * 8));
         _mm_storeu_si128((__m128i *)(d0 + g * 8), _mm_unpacklo_epi64(a, b));
         _mm_storeu_si128((__m128i *)(d1 + g * 8), _mm_unpackhi_epi64(a, b));
     }
+    if (g < n) {
+        memcpy(d0 + g * 8, sp[g] + t * 8, 8);
+        memcpy(d1 + g * 8, sp[g] + (t + 1) * 8, 8);
+    }
 }
-#define FC_FAST_U32 for (; t + 4 <= t1; t += 4) \
-        fc_t4x16_u32(srcs + r0, t, (char *)o, offs, r0);
-#define FC_FAST_U64 for (; t + 2 <= t1; t += 2) \
-        fc_t2x16_u64(srcs + r0, t, (char *)o, offs, r0);
+#define FC_FAST_U8 if (n == FC_TR) for (; t + 16 <= t1; t += 16) \
+        fc_t16x16_u8(sp, t, o, offs, r0);
+#define FC_FAST_U32 if (n >= 4) for (; t + 4 <= t1; t += 4) \
+        fc_t4xn_u32(srcs + r0, n, t, (char *)o, offs, r0);
+#define FC_FAST_U64 if (n >= 2) for (; t + 2 <= t1; t += 2) \
+        fc_t2xn_u64(srcs + r0, n, t, (char *)o, offs, r0);
 #else
 #define FC_FAST_U8
 #define FC_FAST_U32
@@ -219,7 +230,9 @@ static void NAME(char *out, const char *const *srcs, const int64_t *lens,       
                     for (int k = 0; k < FC_TR; k++) d[k] = sp[k][t];                    \
                 }                                                                       \
             } else {                                                                    \
-                for (int64_t t = t0; t < t1; t++) {                                     \
+                int64_t t = t0;                                                         \
+                FAST                                                                    \
+                for (; t < t1; t++) {                                                   \
                     TYPE *d = o + offs[t] + r0;                                         \
                     for (int64_t k = 0; k < n; k++) d[k] = sp[k][t];                    \
                 }                                                                       \

@@ -660,6 +660,50 @@ cdef tuple _pack_rows(const uintptr_t* srcs_in, const int64_t* lens_in, Py_ssize
     return data, bs_arr, si_arr, ui_arr
 
 
+# pack_packed's factories, from set_packed_factories (this module does not import torch)
+cdef object _from_numpy = None      # torch.from_numpy
+cdef object _tuple_new = None       # tuple.__new__
+cdef object _packed_type = None     # torch.nn.utils.rnn.PackedSequence
+cdef uint64_t _torch_typenums = 0   # bit n: native NumPy type number n, which torch has
+
+
+def set_packed_factories(from_numpy, packed_type, torch_dtypes):
+    """Give :func:`pack_packed` ``torch.from_numpy``, ``PackedSequence`` and the NumPy
+    dtypes torch has (fastcollate.packing does, at import)."""
+    global _from_numpy, _tuple_new, _packed_type, _torch_typenums
+    if not (isinstance(packed_type, type) and issubclass(packed_type, tuple)):
+        raise TypeError("packed_type must be a tuple subclass")
+    cdef uint64_t bits = 0
+    for c in np.typecodes["All"]:       # every type number, e.g. 'q' and 'l' for int64
+        d = np.dtype(c)
+        if d in torch_dtypes and d.isnative and 0 <= d.num < 64:
+            bits |= (<uint64_t>1) << d.num
+    _from_numpy, _tuple_new, _packed_type, _torch_typenums = (
+        from_numpy, tuple.__new__, packed_type, bits)
+
+
+def pack_packed(seqs, bint enforce_sorted=False):
+    """:func:`pack_arrays` of a list or tuple of NumPy arrays, returned as a
+    ``PackedSequence`` sharing the arrays' memory (``from_numpy``, made with
+    ``tuple.__new__`` as ``PackedSequence._make`` does: the fields are already right):
+    the whole of :func:`fastcollate.pack` for such batches in one call (~3 us at B=16
+    against ~3.9 us through Python). None, with nothing allocated, for anything else:
+    not a non-empty list or tuple, sample 0 not an exact ndarray of a dtype torch has,
+    anything :func:`pack_arrays` declines, or no factories set."""
+    if _packed_type is None or not (type(seqs) is list or type(seqs) is tuple) or not seqs:
+        return None
+    if not cnp.PyArray_CheckExact(seqs[0]):
+        return None
+    packed = _pack_arrays(seqs, enforce_sorted, True)
+    if packed is None:
+        return None
+    data, bs, si, ui = <tuple>packed
+    f = _from_numpy
+    if si is None:
+        return _tuple_new(_packed_type, (f(data), f(bs), None, None))
+    return _tuple_new(_packed_type, (f(data), f(bs), f(si), f(ui)))
+
+
 @cython.boundscheck(True)
 def pack_arrays(seqs, bint enforce_sorted=False):
     """:func:`fastcollate.pack` of a batch of NumPy arrays in one call.
@@ -675,6 +719,13 @@ def pack_arrays(seqs, bint enforce_sorted=False):
     The batch is copied into a private list first: every array stays alive while the
     GIL is released for the copy, whatever another thread does to ``seqs``.
     """
+    return _pack_arrays(seqs, enforce_sorted, False)
+
+
+@cython.boundscheck(True)
+cdef object _pack_arrays(seqs, bint enforce_sorted, bint torch_only):
+    """:func:`pack_arrays`; with ``torch_only``, None unless sample 0's dtype is one
+    torch has (set_packed_factories)."""
     cdef list own = list(seqs)
     cdef Py_ssize_t B = len(own), i, k
     if B == 0:
@@ -687,6 +738,9 @@ def pack_arrays(seqs, bint enforce_sorted=False):
     cdef int nd0 = cnp.PyArray_NDIM(a0)
     cdef cnp.npy_intp* dims0 = cnp.PyArray_DIMS(a0)
     if nd0 < 1 or not _plain_numbers(d0):
+        return None
+    cdef int num = cnp.PyArray_TYPE(a0)
+    if torch_only and (num < 0 or num >= 64 or not (_torch_typenums >> num) & 1):
         return None
     cdef Py_ssize_t row_bytes = cnp.PyArray_ITEMSIZE(a0)
     for k in range(1, nd0):

@@ -843,7 +843,10 @@ def wrap_packed(data: torch.Tensor, plan: Plan) -> PackedSequence:
     return PackedSequence._make((data, torch.from_numpy(plan.batch_sizes), si, ui))
 
 
-@torch_functions_off
+_core.set_packed_factories(torch.from_numpy, PackedSequence, _NP_TO_TORCH)
+_mode_enabled = torch._C._is_torch_function_mode_enabled
+
+
 def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
          dtype: Optional[torch.dtype] = None, pin_memory: bool = False) -> PackedSequence:
     """Pack a ragged batch into a :class:`torch.nn.utils.rnn.PackedSequence` in one pass.
@@ -888,6 +891,19 @@ def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     >>> p.data.tolist(), p.batch_sizes.tolist(), p.sorted_indices.tolist()
     ([3, 1, 6, 4, 2, 5], [3, 2, 1], [1, 0, 2])
     """
+    # NumPy batches in one call (no torch function mode: that takes the path below)
+    if dtype is None and not pin_memory and not _mode_enabled():
+        packed = _core.pack_packed(sequences, enforce_sorted)
+        if packed is not None:
+            return packed
+    return _pack(sequences, enforce_sorted, dtype, pin_memory)
+
+
+@torch_functions_off
+def _pack(sequences: Sequence[Any], enforce_sorted: bool, dtype: Optional[torch.dtype],
+          pin_memory: bool) -> PackedSequence:
+    """:func:`pack` of everything but the NumPy batches :func:`_core.pack_packed`
+    takes."""
     if type(sequences) in (list, tuple) and sequences and dtype is None and not pin_memory:
         packed = wrap_arrays(packed_in_one_call(sequences, enforce_sorted))
         if packed is not None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import fastcollate
 from fastcollate import _core, packing
+from torch.nn.utils.rnn import PackedSequence
 from reference import reference_pack
 from strategies import NUMPY_DTYPES, make_sample
 
@@ -147,10 +148,58 @@ def _odd_arrays():
     }
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(uniform_batches())
+def test_pack_packed_is_pack_arrays_as_a_packed_sequence(case):
+    samples, enforce_sorted = case
+    arrays = [s.numpy() for s in samples]
+    p = _core.pack_packed(arrays, enforce_sorted)
+    assert type(p) is PackedSequence
+    want, want_bs, want_si, want_ui = reference_pack(samples, enforce_sorted)
+    assert p.data.dtype == want.dtype and torch.equal(p.data, want)
+    assert p.batch_sizes.dtype == torch.int64 and p.batch_sizes.tolist() == want_bs
+    if enforce_sorted:
+        assert p.sorted_indices is None and p.unsorted_indices is None
+    else:
+        assert p.sorted_indices.tolist() == want_si and p.unsorted_indices.tolist() == want_ui
+
+
+def test_pack_packed_returns_none_for_what_it_does_not_take():
+    a = np.arange(6)
+    assert _core.pack_packed(iter([a, a])) is None          # never consumes an iterator
+    assert _core.pack_packed([]) is None and _core.pack_packed(()) is None
+    assert _core.pack_packed(np.stack([a, a])) is None
+    assert _core.pack_packed([torch.arange(3), a]) is None
+    assert _core.pack_packed([np.ones(3, np.longdouble)] * 2) is None   # torch lacks it
+    assert _core.pack_packed((a, a)).data.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    # every type number of a dtype torch has: 'q' and 'l' are both int64 on LP64
+    assert _core.pack_packed([np.ones(2, "q")]).data.dtype == torch.int64
+
+
+def test_pack_of_arrays_under_a_torch_function_mode_takes_the_general_path():
+    """A mode (here ``torch.device``) is never bypassed by the one-call path: the
+    general path runs with modes disabled, as for every other input."""
+    seen = []
+    real = packing._pack
+
+    def spy(*a, **k):
+        seen.append(1)
+        return real(*a, **k)
+    packing._pack = spy
+    try:
+        with torch.device("cpu"):
+            p = fastcollate.pack([np.arange(3), np.arange(2)])
+        q = fastcollate.pack([np.arange(3), np.arange(2)])
+    finally:
+        packing._pack = real
+    assert seen == [1] and torch.equal(p.data, q.data)
+
+
 @pytest.mark.parametrize("name", list(_odd_arrays()))
 def test_pack_arrays_returns_none_for_anything_unusual(name):
     batch = _odd_arrays()[name]
     assert _core.pack_arrays(batch) is None
+    assert _core.pack_packed(batch) is None
     # and pack() still packs or names it through the general path
     try:
         p = fastcollate.pack(batch)
