@@ -13,3 +13,9 @@ def cast_scatter(src_ptrs: ArrayLike, lengths: ArrayLike, starts: ArrayLike,
                  offsets: ArrayLike, row_elems: int, src_code: str, dst_code: str,
                  out_ptr: int, n_out_rows: int, storages: Optional[List[Any]] = ...,
                  snapshot: Optional[npt.NDArray[np.int64]] = ...) -> None: ...
+CAST_CHUNK_BYTES: int
+def cast_pack(src_ptrs: ArrayLike, lengths: ArrayLike, sorted_indices: Optional[ArrayLike],
+              batch_sizes: ArrayLike, row_elems: int, src_code: str, dst_code: str,
+              out_ptr: int, n_out_rows: int, storages: Optional[List[Any]] = ...,
+              snapshot: Optional[npt.NDArray[np.int64]] = ...,
+              chunk_bytes: int = ...) -> None: ...

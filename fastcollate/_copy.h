@@ -175,6 +175,37 @@ static inline void fc_t2xn_u64(const char *const *sp, int64_t n, int64_t t, char
         memcpy(d1 + g * 8, sp[g] + (t + 1) * 8, 8);
     }
 }
+/* 8 steps x n ranks (n <= 16) of 2-byte rows: 8 x 8 blocks in SSE2 registers (16-,
+ * 32-, then 64-bit unpacks), the n % 8 ranks left one element at a time. */
+static inline void fc_t8xn_u16(const char *const *sp, int64_t n, int64_t t, char *o,
+                               const int64_t *offs, int64_t r0)
+{
+    char *d[8];
+    for (int j = 0; j < 8; j++) d[j] = o + (offs[t + j] + r0) * 2;
+    int64_t g = 0;
+    for (; g + 8 <= n; g += 8) {
+        __m128i a[8], b[8], c[8];
+        for (int k = 0; k < 8; k++) a[k] = _mm_loadu_si128((const __m128i *)(sp[g + k] + t * 2));
+        for (int k = 0; k < 8; k += 2) {   /* rank pairs (k, k+1): steps 0-3, 4-7 */
+            b[k] = _mm_unpacklo_epi16(a[k], a[k + 1]);
+            b[k + 1] = _mm_unpackhi_epi16(a[k], a[k + 1]);
+        }
+        for (int h = 0; h < 8; h += 4) {   /* ranks h..h+3: steps (0,1) (2,3) (4,5) (6,7) */
+            c[h] = _mm_unpacklo_epi32(b[h], b[h + 2]);
+            c[h + 1] = _mm_unpackhi_epi32(b[h], b[h + 2]);
+            c[h + 2] = _mm_unpacklo_epi32(b[h + 1], b[h + 3]);
+            c[h + 3] = _mm_unpackhi_epi32(b[h + 1], b[h + 3]);
+        }
+        for (int q = 0; q < 4; q++) {      /* steps 2q, 2q+1: ranks 0..7 */
+            _mm_storeu_si128((__m128i *)(d[2 * q] + g * 2), _mm_unpacklo_epi64(c[q], c[4 + q]));
+            _mm_storeu_si128((__m128i *)(d[2 * q + 1] + g * 2), _mm_unpackhi_epi64(c[q], c[4 + q]));
+        }
+    }
+    for (; g < n; g++)
+        for (int j = 0; j < 8; j++) memcpy(d[j] + g * 2, sp[g] + (t + j) * 2, 2);
+}
+#define FC_FAST_U16 if (n >= 8) for (; t + 8 <= t1; t += 8) \
+        fc_t8xn_u16(srcs + r0, n, t, (char *)o, offs, r0);
 #define FC_FAST_U8 if (n == FC_TR) for (; t + 16 <= t1; t += 16) \
         fc_t16x16_u8(sp, t, o, offs, r0);
 #define FC_FAST_U32 if (n >= 4) for (; t + 4 <= t1; t += 4) \
@@ -183,6 +214,7 @@ static inline void fc_t2xn_u64(const char *const *sp, int64_t n, int64_t t, char
         fc_t2xn_u64(srcs + r0, n, t, (char *)o, offs, r0);
 #else
 #define FC_FAST_U8
+#define FC_FAST_U16
 #define FC_FAST_U32
 #define FC_FAST_U64
 #endif
@@ -283,11 +315,11 @@ static void NAME(char *out, const char *const *srcs, const int64_t *lens,       
 }
 
 FC_CLONES FC_DEFINE_TILED(fc_tiled1, uint8_t, FC_FAST_U8)
-FC_CLONES FC_DEFINE_TILED(fc_tiled2, uint16_t, )
+FC_CLONES FC_DEFINE_TILED(fc_tiled2, uint16_t, FC_FAST_U16)
 FC_CLONES FC_DEFINE_TILED(fc_tiled4, uint32_t, FC_FAST_U32)
 FC_CLONES FC_DEFINE_TILED(fc_tiled8, uint64_t, FC_FAST_U64)
 FC_CLONES FC_DEFINE_TILED(fc_tiled16, fc_u128, )
-FC_CLONES FC_DEFINE_TILED(fc_tiled2u, fc_u16u, )
+FC_CLONES FC_DEFINE_TILED(fc_tiled2u, fc_u16u, FC_FAST_U16)
 FC_CLONES FC_DEFINE_TILED(fc_tiled4u, fc_u32u, FC_FAST_U32)
 FC_CLONES FC_DEFINE_TILED(fc_tiled8u, fc_u64u, FC_FAST_U64)
 FC_CLONES FC_DEFINE_TILED(fc_tiled16u, fc_u128u, )

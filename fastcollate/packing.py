@@ -760,8 +760,12 @@ def write_plan(plan: Plan, out: torch.Tensor, *, _trusted: bool = False) -> torc
             raise _replan_tensors()
         return out
     if plan.cast_from is not None:
-        cast_into(plan, dst, _ranks(plan.unsorted_indices, len(plan.lengths)),
-                  _core.offsets_of(plan.batch_sizes), plan.total)
+        pair = _cast_pair(cast(torch.dtype, plan.cast_from), plan.dtype)
+        if pair is None or dst.dtype != plan.dtype:
+            raise ValueError(f"cannot convert {plan.cast_from} into {dst.dtype} rows")
+        _cast.cast_pack(plan.require_ptrs(), plan.lengths, plan.sorted_indices,
+                        plan.batch_sizes, math.prod(plan.row), pair[0], pair[1],
+                        dst.data_ptr(), dst.shape[0], **plan.source_checks())
         return out
     if plan.convert:
         check_list_code(plan.convert[1:], dst)

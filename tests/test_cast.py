@@ -166,3 +166,110 @@ def test_rows_of_zero_elements_convert_like_torch(kind):
     q = fastcollate.pack(batch, dtype=torch.int16)
     assert q.data.shape == (603, 0) and q.data.dtype == torch.int16
     assert q.batch_sizes.tolist() == [2] * 3 + [1] * 597
+
+
+@settings(max_examples=150, deadline=None)
+@given(pair=st.sampled_from(sorted(_cast.LOSSLESS)), seed=st.integers(0, 2**16),
+       lengths=st.lists(st.integers(0, 70), min_size=1, max_size=40),
+       row_elems=st.sampled_from([1, 2, 3, 5]),
+       layout=st.sampled_from(["packed", "time-major", "spread", "reversed"]))
+def test_cast_scatter_in_every_layout_equals_the_plain_loop(pair, seed, lengths,
+                                                            row_elems, layout):
+    """Placement by starts and offsets: ranks (a permutation), sample order, starts
+    that are no permutation (spread out, or in reverse order), zero-length samples
+    skipped."""
+    src_code, dst_code = pair
+    np_src = np.dtype(src_code)
+    rng = np.random.default_rng(seed)
+    B, T = len(lengths), max(lengths) or 1
+    samples = [rng.integers(0, 100, size=(n, row_elems)).astype(np_src) for n in lengths]
+    if layout == "packed":
+        order = sorted(range(B), key=lambda i: -lengths[i])
+        starts = np.empty(B, np.int64)
+        starts[order] = np.arange(B)
+        bs = [sum(n > t for n in lengths) for t in range(T)]
+        offsets = np.concatenate([[0], np.cumsum(bs)[:-1]]).astype(np.int64)
+        n_rows = sum(lengths)
+    else:
+        starts = np.arange(B, dtype=np.int64)
+        if layout == "spread":
+            starts *= 2
+        elif layout == "reversed":
+            starts = starts[::-1].copy()
+        offsets = np.arange(T, dtype=np.int64) * 2 * B
+        n_rows = 2 * B * T
+    out = np.full((n_rows, row_elems), -7, dtype=np.dtype(dst_code))
+    ptrs = [s.ctypes.data if n else 0 for s, n in zip(samples, lengths)]
+    _cast.cast_scatter(ptrs, lengths, starts, offsets, row_elems, src_code, dst_code,
+                       out.ctypes.data, n_rows)
+    want = np.full_like(out, -7)
+    for s, n, start in zip(samples, lengths, starts):
+        for t in range(n):
+            want[start + offsets[t]] = s[t]
+    np.testing.assert_array_equal(out, want)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pair=st.sampled_from(sorted(_cast.LOSSLESS)), seed=st.integers(0, 2**16),
+       lengths=st.lists(st.integers(1, 150), min_size=1, max_size=40),
+       row_elems=st.sampled_from([1, 2, 3, 8]), chunk_bytes=st.sampled_from([1, 7, 64, 4096,
+                                                                               1 << 20]),
+       offset=st.sampled_from([0, 1]))
+def test_cast_pack_equals_the_packed_reference(pair, seed, lengths, row_elems, chunk_bytes,
+                                              offset):
+    """Chunks of steps from one step to the whole batch, sources at aligned and odd
+    addresses: every element lands converted at its packed place."""
+    src_code, dst_code = pair
+    rng = np.random.default_rng(seed)
+    np_src = np.dtype(src_code)
+    buf = rng.integers(0, 100, size=sum(lengths) * row_elems * np_src.itemsize
+                       + len(lengths) + 8, dtype=np.uint8)
+    samples, at = [], offset
+    for n in lengths:
+        nb = n * row_elems * np_src.itemsize
+        samples.append(buf[at:at + nb].view(np.uint8))
+        at += nb + offset
+    values = [np.frombuffer(s.tobytes(), np_src).reshape(n, row_elems)
+              for s, n in zip(samples, lengths)]
+    bs, order, _ = fastcollate.kernels.sort_lengths(lengths)
+    out = np.full((sum(lengths), row_elems), -7, dtype=np.dtype(dst_code))
+    _cast.cast_pack([s.ctypes.data for s in samples], lengths, order, bs, row_elems,
+                    src_code, dst_code, out.ctypes.data, out.shape[0],
+                    chunk_bytes=chunk_bytes)
+    want = np.concatenate([np.stack([values[i][t] for i in order if lengths[i] > t])
+                           for t in range(max(lengths))]).astype(np.dtype(dst_code))
+    np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("tamper, match", [
+    ("order_dup", "permutation"), ("order_oob", "permutation"), ("bs", "batch_sizes"),
+    ("bs_short", "steps"), ("unsorted", "non-increasing"), ("zero", "non-increasing"),
+    ("small_out", "holds"), ("no_address", "address"), ("pair", "exact")])
+def test_cast_pack_checks_every_table_before_writing(tamper, match):
+    lengths = [3, 5, 1, 5]
+    samples = [np.arange(n, dtype=np.uint16) for n in lengths]
+    bs, order, _ = fastcollate.kernels.sort_lengths(lengths)
+    ptrs, order, bs = [s.ctypes.data for s in samples], order.tolist(), bs.tolist()
+    n_out, codes = sum(lengths), ("H", "q")
+    if tamper == "order_dup":
+        order[1] = order[0]
+    elif tamper == "order_oob":
+        order[0] = 9
+    elif tamper == "bs":
+        bs[1] += 1
+    elif tamper == "bs_short":
+        bs = bs[:-1]
+    elif tamper == "unsorted":
+        order = [0, 1, 2, 3]
+    elif tamper == "zero":
+        lengths = [3, 5, 0, 5]
+    elif tamper == "small_out":
+        n_out -= 1
+    elif tamper == "no_address":
+        ptrs[0] = 0
+    elif tamper == "pair":
+        codes = ("q", "H")
+    out = np.full(sum(lengths) + 8, -7, dtype=np.int64)
+    with pytest.raises(ValueError, match=match):
+        _cast.cast_pack(ptrs, lengths, order, bs, 1, *codes, out.ctypes.data, n_out)
+    assert (out == -7).all()

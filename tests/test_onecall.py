@@ -278,6 +278,8 @@ def test_pack_tensors_returns_none_for_what_the_general_path_must_handle(name):
         assert p.batch_sizes.tolist() == want.batch_sizes.tolist()
 
 
+@pytest.mark.skipif(os.environ.get("FASTCOLLATE_SANITIZED", "") not in ("", "0"),
+                    reason="ASAN's quarantine holds freed memory: RSS does not drop")
 def test_the_output_is_freed_with_the_packed_sequence():
     """The kernels' output memory (a capsule-owned aligned buffer) goes back to the
     system when the last tensor viewing it is dropped: 40 x 32 MB never accumulate."""
