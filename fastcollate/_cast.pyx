@@ -13,6 +13,8 @@ offsets; padded: see :mod:`fastcollate.padding`). No torch import.
 """
 from libc.stdint cimport (int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
                           uintptr_t)
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
 import numpy as np
 
@@ -163,35 +165,15 @@ def cast_scatter(src_ptrs, lengths, starts, offsets, Py_ssize_t row_elems, str s
 # Packed layout: the narrow sources scattered by the row kernels, then widened in order
 # ---------------------------------------------------------------------------------------
 
-from libc.stdlib cimport free, malloc
-from libc.string cimport memset
-
 cdef extern from "_copy.h" nogil:
     void fc_scatter(char* out, const char* const* srcs, const int64_t* lens,
                     const int64_t* offsets, int64_t B, int64_t row_bytes, int64_t block,
                     int stream, int64_t tile, int partial)
 
-ctypedef fused wsrc_t:
-    uint8_t
-    int8_t
-    int16_t
-    uint16_t
-    int32_t
-    uint32_t
-    float
-
-ctypedef fused wdst_t:
-    int16_t
-    int32_t
-    int64_t
-    float
-    double
-
-
-cdef inline void _widen(const wsrc_t* s, wdst_t* d, int64_t n) noexcept nogil:
+cdef inline void _widen(const src_t* s, dst_t* d, int64_t n) noexcept nogil:
     cdef int64_t i
     for i in range(n):
-        d[i] = <wdst_t>s[i]
+        d[i] = <dst_t>s[i]
 
 
 cdef void _widen_pair(int pair, const char* s, char* d, int64_t n) noexcept nogil:

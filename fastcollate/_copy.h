@@ -362,49 +362,23 @@ static void fc_scatter(char *out, const char *const *srcs, const int64_t *lens,
     /* `out` and every source aligned to the row's element type (fc_u128: 8 bytes) */
     uintptr_t align = row_bytes == 16 ? 8 : (uintptr_t)row_bytes;
     int aligned = row_bytes > 16 || (bits & (align - 1)) == 0;
+    /* the narrow-row kernel NAME<bytes>, or its alignment-1 twin NAME<bytes>u */
+#define FC_BY_ROW(NAME, ...)                                                           \
+    switch (row_bytes) {                                                               \
+    case 1: NAME##1(__VA_ARGS__); return;                                              \
+    case 2: if (aligned) NAME##2(__VA_ARGS__); else NAME##2u(__VA_ARGS__); return;     \
+    case 4: if (aligned) NAME##4(__VA_ARGS__); else NAME##4u(__VA_ARGS__); return;     \
+    case 8: if (aligned) NAME##8(__VA_ARGS__); else NAME##8u(__VA_ARGS__); return;     \
+    case 16: if (aligned) NAME##16(__VA_ARGS__); else NAME##16u(__VA_ARGS__); return;  \
+    }
     if (!any_null && tile < 0) {   /* panels of -tile ranks (FC_PANEL_STEPS steps) */
         int64_t R = tile == INT64_MIN ? INT64_MAX : -tile, tb = FC_PANEL_STEPS;
-        switch (row_bytes) {
-        case 1: fc_panel1(out, srcs, lens, offsets, B, R, tb, partial); return;
-        case 2:
-            if (aligned) fc_panel2(out, srcs, lens, offsets, B, R, tb, partial);
-            else fc_panel2u(out, srcs, lens, offsets, B, R, tb, partial);
-            return;
-        case 4:
-            if (aligned) fc_panel4(out, srcs, lens, offsets, B, R, tb, partial);
-            else fc_panel4u(out, srcs, lens, offsets, B, R, tb, partial);
-            return;
-        case 8:
-            if (aligned) fc_panel8(out, srcs, lens, offsets, B, R, tb, partial);
-            else fc_panel8u(out, srcs, lens, offsets, B, R, tb, partial);
-            return;
-        case 16:
-            if (aligned) fc_panel16(out, srcs, lens, offsets, B, R, tb, partial);
-            else fc_panel16u(out, srcs, lens, offsets, B, R, tb, partial);
-            return;
-        }
+        FC_BY_ROW(fc_panel, out, srcs, lens, offsets, B, R, tb, partial)
     }
     if (!any_null && tile > 0) {
-        switch (row_bytes) {
-        case 1: fc_tiled1(out, srcs, lens, offsets, B, tile, partial); return;
-        case 2:
-            if (aligned) fc_tiled2(out, srcs, lens, offsets, B, tile, partial);
-            else fc_tiled2u(out, srcs, lens, offsets, B, tile, partial);
-            return;
-        case 4:
-            if (aligned) fc_tiled4(out, srcs, lens, offsets, B, tile, partial);
-            else fc_tiled4u(out, srcs, lens, offsets, B, tile, partial);
-            return;
-        case 8:
-            if (aligned) fc_tiled8(out, srcs, lens, offsets, B, tile, partial);
-            else fc_tiled8u(out, srcs, lens, offsets, B, tile, partial);
-            return;
-        case 16:
-            if (aligned) fc_tiled16(out, srcs, lens, offsets, B, tile, partial);
-            else fc_tiled16u(out, srcs, lens, offsets, B, tile, partial);
-            return;
-        }
+        FC_BY_ROW(fc_tiled, out, srcs, lens, offsets, B, tile, partial)
     }
+#undef FC_BY_ROW
 #define FC_ELEMENT_LOOP(TYPE, UTYPE)                                                \
     if (aligned) FC_SCATTER_LOOP(((TYPE *)out)[offsets[t] + r] = ((const TYPE *)src)[t]) \
     else FC_SCATTER_LOOP(((UTYPE *)out)[offsets[t] + r] = ((const UTYPE *)src)[t])
