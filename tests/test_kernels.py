@@ -108,7 +108,7 @@ def test_panel_min_bytes_sets_and_restores_the_threshold():
 def test_scatter_streams_large_outputs_correctly():
     rng = np.random.default_rng(0)
     samples = [rng.standard_normal((int(n), 80)).astype(np.float32)
-               for n in rng.integers(100, 1500, size=32)]
+               for n in rng.integers(100, 1500, size=64)]       # ~16 MB
     assert _core.choose_stream(320, sum(map(len, samples)) * 320) > 0
     bs, order, _ = _core.sort_lengths([len(s) for s in samples])
     ptrs = np.array([s.ctypes.data for s in samples], dtype=np.int64)
