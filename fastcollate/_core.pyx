@@ -1323,8 +1323,9 @@ cpdef int64_t choose_tile(Py_ssize_t row_bytes, int64_t max_len, Py_ssize_t B=0,
     Measured (scatter alone, 2-core machine, fresh sources): tiles pay once samples
     are long (bytes, 512 x ~1000 uint8: 245 -> 56 us; long-tail int64: 12.7 -> 8.9
     us); on batches of short samples (ties, short-many: max length <= 32) the blocked
-    loop is faster. Outputs of ``PANEL_MIN_BYTES`` or more (:func:`panel_min_bytes`), beyond the caches, run
-    faster in panels of ``PANEL_RANKS`` ranks, which write each step's rows as runs of
+    loop is faster. Outputs of ``PANEL_MIN_BYTES`` or more (:func:`panel_min_bytes`),
+    beyond the caches, run faster in panels of ``PANEL_RANKS`` ranks, which write each
+    step's rows as runs of
     kilobytes instead of one cache line per step and tile (against the best tiles:
     int64 4096 x ~512 3.4 -> 3.0 ms, 16384 x ~512 15.6 -> 12.8 ms, 16384 x ~64 1.8 ->
     1.4 ms; int32 4096 x ~1000 5.9 -> 3.4 ms; uint16 16384 x ~512 10.8 -> 6.1 ms);
