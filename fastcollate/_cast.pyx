@@ -313,10 +313,11 @@ def cast_pack(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_ele
         rb = row_elems * sb
         cap = max(chunk_bytes // rb, 1)
         t0 = 0
-        while t0 < T:       # the largest chunk: one step, else about chunk_bytes
-            t1 = _chunk_end(offs, t0, T, cap)
-            if offs[t1] - offs[t0] > max_rows:
-                max_rows = offs[t1] - offs[t0]
+        while t0 < T:       # the largest chunk: about chunk_bytes (a larger single
+            t1 = _chunk_end(offs, t0, T, cap)   # step goes in slices of ranks)
+            rows = offs[t1] - offs[t0]
+            if (rows if rows < cap else cap) > max_rows:
+                max_rows = rows if rows < cap else cap
             t0 = t1
         tmp = <char*>malloc(max_rows * rb + 64)
         if tmp == NULL:
@@ -328,6 +329,23 @@ def cast_pack(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_ele
             while t0 < T:
                 t1 = _chunk_end(offs, t0, T, cap)
                 A = bs[t0]      # ranks 0..A-1 are active at t0: their steps t0..t1-1
+                if A > cap:     # one step, over chunk_bytes: slices of cap ranks
+                    r = 0
+                    while r < A:
+                        rows = A - r if A - r < cap else cap
+                        for k in range(rows):
+                            csrcs[k] = srcs[r + k] + <uintptr_t>(t0 * rb)
+                            clens[k] = 1
+                        coffs[0] = 0
+                        coffs[1] = rows
+                        fc_scatter(tmp, <const char* const*>csrcs, clens, coffs, rows, rb,
+                                   16 if rb <= 16 else 8, 0, 0, 0)
+                        _widen_pair(pair, tmp,
+                                    <char*>out_ptr + (offs[t0] + r) * row_elems * db,
+                                    rows * row_elems)
+                        r += rows
+                    t0 = t1
+                    continue
                 for r in range(A):
                     csrcs[r] = srcs[r] + <uintptr_t>(t0 * rb)
                     clens[r] = (lens[r] if lens[r] < t1 else t1) - t0

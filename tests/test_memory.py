@@ -83,17 +83,21 @@ fastcollate.pack(batch[:300])            # warm up lazy imports and the allocato
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 p = fastcollate.pack(batch)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"growth_mb": (after - before) / 1024, "output_mb": p.data.nbytes / 2**20}))
+print(json.dumps({"growth_mb": (after - before) / 1024, "output_mb": p.data.nbytes / 2**20,
+                  "samples": len(batch)}))
 """
 
 
 def test_pack_of_small_tensors_concatenates_a_chunk_at_a_time():
     """No torch.cat of the whole batch beside the output: peak growth is the output
-    plus one chunk (it was twice the output)."""
+    plus one chunk (it was twice the output) and the per-sample tables (lengths,
+    addresses, sort, batch sizes: ~100 bytes a sample, 5.7 MB for these 60000; with
+    the output's 10% alone the bound failed on some machines at 35.1-36.9 MB), with
+    the allocator's 1 MB steps (see below)."""
     out = subprocess.run([sys.executable, "-c", TENSOR_SCRIPT], check=True,
                          capture_output=True, text=True, timeout=300)
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    assert r["growth_mb"] < 1.1 * r["output_mb"] + 2, r
+    assert r["growth_mb"] < 1.1 * r["output_mb"] + 3 + 100 * r["samples"] / 2**20, r
 
 
 WRITE_SCRIPT = r"""
@@ -152,4 +156,28 @@ def test_writes_of_small_tensors_concatenate_a_chunk_at_a_time(how):
                          capture_output=True, text=True, timeout=300)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     tables_mb = 100 * r["B"] / 2**20
-    assert r["growth_mb"] < 1.1 * r["output_mb"] + 2 + tables_mb, r
+    # + 3 MB: the peak moves in 1 MB steps of the allocator, 2-3 MB from run to run
+    # (mixed_collate_pack: 40.2-43.2 MB over six runs); a whole-batch cat adds 30
+    assert r["growth_mb"] < 1.1 * r["output_mb"] + 3 + tables_mb, r
+
+
+CAST_SCRIPT = r"""
+import json, resource
+import numpy as np, torch, fastcollate
+batch = [np.full(500 + i % 13, i, dtype=np.uint16) for i in range(8000)]   # 32 MB int64
+fastcollate.pack(batch[:10], dtype=torch.int64)      # warm up lazy imports
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+p = fastcollate.pack(batch, dtype=torch.int64)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert p.data.dtype == torch.int64 and p.data.shape[0] == sum(map(len, batch))
+print(json.dumps({"growth_mb": (after - before) / 1024, "output_mb": p.data.nbytes / 2**20}))
+"""
+
+
+def test_a_widening_pack_needs_only_the_output_and_one_chunk():
+    """uint16 -> int64: the samples are scattered a chunk of steps at a time (512 KB of
+    sources) and widened into place; no array of the output's size in either type."""
+    out = subprocess.run([sys.executable, "-c", CAST_SCRIPT], check=True,
+                         capture_output=True, text=True, timeout=300)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["growth_mb"] < 1.1 * r["output_mb"] + 2, r
