@@ -89,3 +89,28 @@ def test_pad_errors_name_the_sample():
         fastcollate.pad([np.ones(2, np.uint8), np.ones(1, np.uint8)], padding_value=-1)
     with pytest.raises(OverflowError, match="padding_value -200 does not fit torch.int8"):
         fastcollate.pad([[1.5, 2.5], [3.5]], dtype=torch.int8, padding_value=-200)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32, np.int64, np.complex128])
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("B", [2, 17, 40])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_time_major_padding_of_narrow_rows_equals_torch(dtype, side, B, offset):
+    """Groups of 16 samples in input order: their common steps through the register
+    transposes (with left padding each source starts L - min(L) rows in), the rest one
+    slot at a time, the padding filled a step at a time; sources at odd addresses
+    too. Lengths spread so that every group has common steps and a remainder."""
+    rng = np.random.default_rng(B * 10 + offset)
+    lengths = [int(n) for n in rng.integers(1, 90, size=B)]
+    itemsize = np.dtype(dtype).itemsize
+    buf = np.zeros(sum(lengths) * itemsize + B * offset + 16, dtype=np.uint8)
+    samples, at = [], offset
+    for n in lengths:
+        raw = rng.integers(0, 100, size=n).astype(dtype).view(np.uint8)
+        buf[at:at + n * itemsize] = raw
+        samples.append(buf[at:at + n * itemsize].view(dtype))
+        at += n * itemsize + offset
+    tensors = [torch.from_numpy(s.copy()) for s in samples]
+    got = fastcollate.pad(samples, batch_first=False, padding_side=side, padding_value=7)
+    want = pad_sequence(tensors, batch_first=False, padding_side=side, padding_value=7)
+    assert got.dtype == want.dtype and torch.equal(got, want)
