@@ -521,23 +521,23 @@ static int fc_pad_tm_narrow(char *out, const char *const *srcs, const int64_t *l
     for (int64_t r0 = 0; r0 < B; r0 += FC_TR) {
         int64_t n = B - r0 < FC_TR ? B - r0 : FC_TR, m = T;
         for (int64_t k = 0; k < n; k++) if (lens[r0 + k] < m) m = lens[r0 + k];
-        /* common steps: output steps base..base+m-1, source rows skip[k]..skip[k]+m-1 */
+        /* common steps: output steps base..base+m-1, from source row L - m (left) or
+         * 0 (right) of each sample */
         int64_t base = left ? T - m : 0;
         for (int64_t k = 0; k < n; k++)
             sp[k] = srcs[r0 + k] + (left ? lens[r0 + k] - m : 0) * row_bytes;
         const int64_t *po = offs + base;
         int64_t t = 0;
-        char *o = out;
         if (n >= 2) {
             switch (row_bytes) {
-            case 2: for (; t + 8 <= m; t += 8) fc_t8xn_u16(sp, n, t, o, po, r0); break;
-            case 4: for (; t + 4 <= m; t += 4) fc_t4xn_u32(sp, n, t, o, po, r0); break;
-            case 8: for (; t + 2 <= m; t += 2) fc_t2xn_u64(sp, n, t, o, po, r0); break;
+            case 2: for (; t + 8 <= m; t += 8) fc_t8xn_u16(sp, n, t, out, po, r0); break;
+            case 4: for (; t + 4 <= m; t += 4) fc_t4xn_u32(sp, n, t, out, po, r0); break;
+            case 8: for (; t + 2 <= m; t += 2) fc_t2xn_u64(sp, n, t, out, po, r0); break;
             }
         }
         for (; t < m; t++)
             for (int64_t k = 0; k < n; k++)
-                memcpy(o + (po[t] + r0 + k) * row_bytes, sp[k] + t * row_bytes,
+                memcpy(out + (po[t] + r0 + k) * row_bytes, sp[k] + t * row_bytes,
                        (size_t)row_bytes);
         /* the rest of each sample: its steps outside the common ones */
         for (int64_t k = 0; k < n; k++) {
@@ -545,7 +545,7 @@ static int fc_pad_tm_narrow(char *out, const char *const *srcs, const int64_t *l
             const char *src = srcs[r0 + k];
             int64_t s0 = left ? 0 : m, s1 = left ? L - m : L;   /* source rows */
             for (int64_t s = s0; s < s1; s++)
-                memcpy(o + (offs[shift + s] + r0 + k) * row_bytes, src + s * row_bytes,
+                memcpy(out + (offs[shift + s] + r0 + k) * row_bytes, src + s * row_bytes,
                        (size_t)row_bytes);
         }
     }

@@ -705,7 +705,7 @@ def pack_packed(seqs, bint enforce_sorted=False):
 
 
 @cython.boundscheck(True)
-def pack_arrays(seqs, bint enforce_sorted=False):
+def pack_arrays(seqs, bint enforce_sorted=False, bint torch_only=False):
     """:func:`fastcollate.pack` of a batch of NumPy arrays in one call.
 
     Every sample must be an exact, C-contiguous, aligned, native-endian ``ndarray`` of
@@ -718,8 +718,11 @@ def pack_arrays(seqs, bint enforce_sorted=False):
 
     The batch is copied into a private list first: every array stays alive while the
     GIL is released for the copy, whatever another thread does to ``seqs``.
+
+    With ``torch_only``, None also unless the dtype is one torch has (as given to
+    :func:`set_packed_factories`).
     """
-    return _pack_arrays(seqs, enforce_sorted, False)
+    return _pack_arrays(seqs, enforce_sorted, torch_only)
 
 
 @cython.boundscheck(True)

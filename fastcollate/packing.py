@@ -957,10 +957,8 @@ def packed_in_one_call(sequences: Sequence[Any], enforce_sorted: bool
     Zero-length samples, and unsorted ones with ``enforce_sorted``, raise
     ``ValueError`` naming the sample, as the general path does."""
     kind = type(sequences[0])
-    if kind is np.ndarray:
-        if _NP_TO_TORCH.get(sequences[0].dtype) is None:
-            return None
-        return _core.pack_arrays(sequences, enforce_sorted)
+    if kind is np.ndarray:      # (None for a dtype torch lacks)
+        return _core.pack_arrays(sequences, enforce_sorted, torch_only=True)
     if kind is torch.Tensor:
         return _core.pack_tensors(sequences, torch.Tensor, torch.cat, _DIRECT_TENSOR_BYTES,
                                   enforce_sorted)
