@@ -11,14 +11,19 @@ Placement follows :func:`fastcollate._core.read_lists`: row ``t`` of sample ``i`
 output row ``starts[i] + offsets[t]`` (packed: ``starts`` = ranks, ``offsets`` = step
 offsets; padded: see :mod:`fastcollate.padding`). No torch import.
 """
-from libc.stdint cimport (int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
-                          uintptr_t)
+from libc.stdint cimport (INT64_MAX, int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t,
+                          uint32_t, uintptr_t)
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
+from cpython.object cimport PyObject
 
 import numpy as np
+cimport numpy as cnp
 
+from ._core cimport _count_sort, _like_first, _new_rows
 from ._core import check_storages
+
+cnp.import_array()
 
 # element codes (struct-module letters) of the sources and targets served
 SOURCE_CODES = {"B": 0, "b": 1, "h": 2, "H": 3, "i": 4, "I": 5, "f": 6}
@@ -225,7 +230,7 @@ def cast_pack(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_ele
     cdef int64_t* coffs = offs + T + 1
     cdef char* seen = NULL
     cdef char* tmp = NULL
-    cdef int64_t acc = 0, active, t0, t1, k, rows, max_rows = 0, A, cap, tile, rb
+    cdef int64_t acc = 0, active
     try:
         seen = <char*>malloc(B)
         if seen == NULL:
@@ -258,55 +263,12 @@ def cast_pack(src_ptrs, lengths, sorted_indices, batch_sizes, Py_ssize_t row_ele
             raise ValueError(f"the samples have {acc} rows but the output holds {n_out_rows}")
         if row_elems == 0:
             return
-        rb = row_elems * sb
-        cap = max(chunk_bytes // rb, 1)
-        t0 = 0
-        while t0 < T:       # the largest chunk: about chunk_bytes (a larger single
-            t1 = _chunk_end(offs, t0, T, cap)   # step goes in slices of ranks)
-            rows = offs[t1] - offs[t0]
-            if (rows if rows < cap else cap) > max_rows:
-                max_rows = rows if rows < cap else cap
-            t0 = t1
-        tmp = <char*>malloc(max_rows * rb + 64)
-        if tmp == NULL:
-            raise MemoryError()
+        tmp = _chunk_buffer(offs, T, row_elems * sb, chunk_bytes)
         if storages is not None:
             check_storages(storages, snapshot)
         with nogil:
-            t0 = 0
-            while t0 < T:
-                t1 = _chunk_end(offs, t0, T, cap)
-                A = bs[t0]      # ranks 0..A-1 are active at t0: their steps t0..t1-1
-                if A > cap:     # one step, over chunk_bytes: slices of cap ranks
-                    r = 0
-                    while r < A:
-                        rows = A - r if A - r < cap else cap
-                        for k in range(rows):
-                            csrcs[k] = srcs[r + k] + <uintptr_t>(t0 * rb)
-                            clens[k] = 1
-                        coffs[0] = 0
-                        coffs[1] = rows
-                        fc_scatter(tmp, <const char* const*>csrcs, clens, coffs, rows, rb,
-                                   16 if rb <= 16 else 8, 0, 0, 0)
-                        _dispatch(pair, tmp, <char*>out_ptr + (offs[t0] + r) * row_elems * db,
-                                  &_ROW0, 0, 1, rows * row_elems)
-                        r += rows
-                    t0 = t1
-                    continue
-                for r in range(A):
-                    csrcs[r] = srcs[r] + <uintptr_t>(t0 * rb)
-                    clens[r] = (lens[r] if lens[r] < t1 else t1) - t0
-                for k in range(t1 - t0 + 1):
-                    coffs[k] = offs[t0 + k] - offs[t0]
-                rows = coffs[t1 - t0]
-                tile = 0            # tiles of up to 64 steps for 1-16 byte rows
-                if rb <= 16 and (rb & (rb - 1)) == 0 and t1 - t0 >= 8:
-                    tile = 64 if t1 - t0 >= 64 else t1 - t0
-                fc_scatter(tmp, <const char* const*>csrcs, clens, coffs, A, rb,
-                           16 if rb <= 16 else 8, 0, tile, 0)
-                _dispatch(pair, tmp, <char*>out_ptr + offs[t0] * row_elems * db, &_ROW0,
-                          0, 1, rows * row_elems)
-                t0 = t1
+            _widen_steps(<char*>out_ptr, srcs, lens, &bs[0], offs, T, row_elems, sb, db,
+                         pair, chunk_bytes, tmp, csrcs, clens, coffs)
     finally:
         free(lens)
         free(seen)
@@ -321,3 +283,198 @@ cdef inline int64_t _chunk_end(const int64_t* offs, int64_t t0, int64_t T,
     while t1 < T and offs[t1 + 1] - offs[t0] <= max_rows:
         t1 += 1
     return t1
+
+
+cdef char* _chunk_buffer(const int64_t* offs, int64_t T, int64_t rb,
+                         int64_t chunk_bytes) except NULL:
+    """A buffer for the largest chunk :func:`_widen_steps` scatters: the rows of the
+    steps ``_chunk_end`` groups (``offs``: the ``T + 1`` step offsets), at most
+    ``chunk_bytes // rb`` rows of ``rb`` bytes (a larger single step goes in slices)."""
+    cdef int64_t cap = max(chunk_bytes // rb, 1), t0 = 0, t1, rows, max_rows = 0
+    while t0 < T:
+        t1 = _chunk_end(offs, t0, T, cap)
+        rows = offs[t1] - offs[t0]
+        if (rows if rows < cap else cap) > max_rows:
+            max_rows = rows if rows < cap else cap
+        t0 = t1
+    cdef char* tmp = <char*>malloc(max_rows * rb + 64)
+    if tmp == NULL:
+        raise MemoryError()
+    return tmp
+
+
+cdef void _widen_steps(char* out, const uintptr_t* srcs, const int64_t* lens,
+                       const int64_t* bs, const int64_t* offs, int64_t T, int64_t row_elems,
+                       int64_t sb, int64_t db, int pair, int64_t chunk_bytes, char* tmp,
+                       uintptr_t* csrcs, int64_t* clens, int64_t* coffs) noexcept nogil:
+    """The packed, widened copy of checked tables: the sample of rank ``r`` (``lens[r]``
+    rows of ``row_elems`` elements of ``sb`` bytes at ``srcs[r]``, non-increasing) has
+    its step ``t`` at output row ``offs[t] + r`` (``db``-byte elements, kernel
+    ``pair``). The steps go a chunk of about ``chunk_bytes`` source bytes at a time:
+    scattered in the source type into ``tmp`` (from :func:`_chunk_buffer`) by the row
+    kernels, then widened in one sequential pass into place; ``csrcs``, ``clens``
+    (``bs[0]`` entries) and ``coffs`` (``T + 1``) are scratch."""
+    cdef int64_t rb = row_elems * sb, cap = max(chunk_bytes // rb, 1)
+    cdef int64_t t0 = 0, t1, A, r, k, rows, tile
+    while t0 < T:
+        t1 = _chunk_end(offs, t0, T, cap)
+        A = bs[t0]      # ranks 0..A-1 are active at t0: their steps t0..t1-1
+        if A > cap:     # one step, over chunk_bytes: slices of cap ranks
+            r = 0
+            while r < A:
+                rows = A - r if A - r < cap else cap
+                for k in range(rows):
+                    csrcs[k] = srcs[r + k] + <uintptr_t>(t0 * rb)
+                    clens[k] = 1
+                coffs[0] = 0
+                coffs[1] = rows
+                fc_scatter(tmp, <const char* const*>csrcs, clens, coffs, rows, rb,
+                           16 if rb <= 16 else 8, 0, 0, 0)
+                _dispatch(pair, tmp, out + (offs[t0] + r) * row_elems * db, &_ROW0,
+                          0, 1, rows * row_elems)
+                r += rows
+            t0 = t1
+            continue
+        for r in range(A):
+            csrcs[r] = srcs[r] + <uintptr_t>(t0 * rb)
+            clens[r] = (lens[r] if lens[r] < t1 else t1) - t0
+        for k in range(t1 - t0 + 1):
+            coffs[k] = offs[t0 + k] - offs[t0]
+        rows = coffs[t1 - t0]
+        tile = 0            # tiles of up to 64 steps for 1-16 byte rows
+        if rb <= 16 and (rb & (rb - 1)) == 0 and t1 - t0 >= 8:
+            tile = 64 if t1 - t0 >= 64 else t1 - t0
+        fc_scatter(tmp, <const char* const*>csrcs, clens, coffs, A, rb,
+                   16 if rb <= 16 else 8, 0, tile, 0)
+        _dispatch(pair, tmp, out + offs[t0] * row_elems * db, &_ROW0, 0, 1,
+                  rows * row_elems)
+        t0 = t1
+
+
+cdef str _code_of(cnp.PyArray_Descr* d):
+    """The element code of a native dtype the kernels convert from or to (``"q"`` for
+    int64...), or None."""
+    cdef char k = (<cnp.dtype><PyObject*>d).kind
+    cdef Py_ssize_t n = (<cnp.dtype><PyObject*>d).itemsize
+    if k == b'u':
+        return {1: "B", 2: "H", 4: "I"}.get(n)
+    if k == b'i':
+        return {1: "b", 2: "h", 4: "i", 8: "q"}.get(n)
+    if k == b'f':
+        return {4: "f", 8: "d"}.get(n)
+    return None
+
+
+def pack_arrays_cast(seqs, bint enforce_sorted, dtype, int64_t chunk_bytes=CAST_CHUNK_BYTES):
+    """:func:`fastcollate._core.pack_arrays` converting into ``dtype`` (a NumPy dtype)
+    inside the copy: ``fastcollate.pack(arrays, dtype=...)`` in one call, for a batch
+    whose samples are exact, C-contiguous, aligned, native-endian ``ndarray`` of
+    sample 0's dtype and trailing shape, converted exactly (:data:`LOSSLESS`: uint16
+    into int64...). Returns ``(data, batch_sizes, sorted_indices, unsorted_indices)``
+    as arrays, ``data`` of ``dtype`` in 64-byte aligned memory; None, with nothing
+    allocated, for any other batch or conversion (the caller's general path takes it
+    or names the odd sample). Zero-length samples, and unsorted ones with
+    ``enforce_sorted``, raise as :func:`fastcollate._core.sort_lengths` does.
+
+    The samples are kept in a private list while the GIL is released for the copy.
+
+    >>> import numpy as np
+    >>> data, bs, order, _ = pack_arrays_cast(
+    ...     [np.array([7], np.uint16), np.array([1, 65535], np.uint16)], False,
+    ...     np.dtype(np.int64))
+    >>> data.dtype, data.tolist(), bs.tolist(), order.tolist()
+    (dtype('int64'), [1, 7, 65535], [2, 1], [1, 0])
+    """
+    cdef list own = list(seqs)
+    cdef Py_ssize_t B = len(own), i, r, k
+    if B == 0 or chunk_bytes <= 0 or not isinstance(dtype, np.dtype):
+        return None
+    cdef object x = own[0]
+    if not cnp.PyArray_CheckExact(x):
+        return None
+    cdef cnp.ndarray a, a0 = <cnp.ndarray>x
+    cdef cnp.dtype dst = <cnp.dtype>dtype
+    cdef cnp.PyArray_Descr* d0 = cnp.PyArray_DESCR(a0)
+    cdef int nd0 = cnp.PyArray_NDIM(a0)
+    cdef cnp.npy_intp* dims0 = cnp.PyArray_DIMS(a0)
+    if nd0 < 1 or nd0 > 64 or not dst.isnative:
+        return None
+    cdef tuple codes = (_code_of(d0), _code_of(<cnp.PyArray_Descr*>dst))
+    if codes not in LOSSLESS:
+        return None
+    cdef int pair = SOURCE_CODES[codes[0]] * 8 + TARGET_CODES[codes[1]]
+    cdef int64_t sb = _SRC_BYTES[codes[0]], db = _DST_BYTES[codes[1]], row_elems = 1
+    cdef cnp.npy_intp out_dims[64]
+    for k in range(nd0):
+        out_dims[k] = dims0[k]
+        if k:
+            row_elems *= dims0[k]
+    cdef int64_t* scratch = <int64_t*>malloc(2 * B * sizeof(int64_t) + 8)
+    if scratch == NULL:
+        raise MemoryError()
+    cdef uintptr_t* ptrs = <uintptr_t*>scratch
+    cdef int64_t* lens_in = scratch + B
+    try:
+        for i in range(B):
+            x = own[i]
+            if not cnp.PyArray_CheckExact(x):
+                return None
+            a = <cnp.ndarray>x
+            if not _like_first(a, d0, nd0, out_dims):
+                return None
+            ptrs[i] = <uintptr_t>cnp.PyArray_DATA(a)
+            lens_in[i] = cnp.PyArray_DIM(a, 0)
+        bs_arr, si_arr, ui_arr = _count_sort(lens_in, B, enforce_sorted)
+        return _cast_packed(ptrs, lens_in, B, <cnp.ndarray>bs_arr, si_arr, row_elems, sb,
+                            db, pair, dst, nd0, out_dims, chunk_bytes), bs_arr, si_arr, ui_arr
+    finally:
+        free(scratch)
+
+
+cdef cnp.ndarray _cast_packed(const uintptr_t* ptrs, const int64_t* lens_in, Py_ssize_t B,
+                              cnp.ndarray bs_arr, si_arr, int64_t row_elems, int64_t sb,
+                              int64_t db, int pair, cnp.dtype dst, int nd,
+                              cnp.npy_intp* dims, int64_t chunk_bytes):
+    """The output of :func:`pack_arrays_cast`: the samples (``ptrs``/``lens_in``, sorted
+    by :func:`_count_sort` into ``bs_arr``/``si_arr``) in rank order, allocated
+    (``dims[0]`` is set here) and written by :func:`_widen_steps`."""
+    cdef Py_ssize_t T = bs_arr.shape[0], r, t
+    cdef const int64_t* bs = <const int64_t*>cnp.PyArray_DATA(bs_arr)
+    cdef const int64_t* order = NULL
+    if si_arr is not None:
+        order = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>si_arr)
+    cdef int64_t* lens = <int64_t*>malloc((4 * B + 2 * T + 2) * sizeof(int64_t))
+    if lens == NULL:
+        raise MemoryError()
+    cdef uintptr_t* srcs = <uintptr_t*>(lens + B)
+    cdef uintptr_t* csrcs = <uintptr_t*>(lens + 2 * B)
+    cdef int64_t* clens = lens + 3 * B
+    cdef int64_t* offs = lens + 4 * B
+    cdef int64_t acc = 0
+    cdef char* tmp = NULL
+    cdef cnp.ndarray data
+    try:
+        for r in range(B):
+            lens[r] = lens_in[r if order == NULL else order[r]]
+            srcs[r] = ptrs[r if order == NULL else order[r]]
+        for t in range(T):      # sum(batch_sizes) == sum(lengths) <= B * max_len
+            if bs[t] > INT64_MAX - acc:
+                raise ValueError("the total length overflows int64")
+            offs[t] = acc
+            acc += bs[t]
+        offs[T] = acc
+        if row_elems > 0 and acc > INT64_MAX // (row_elems * db):
+            raise ValueError(f"the packed data ({acc} rows of {row_elems * db} bytes) "
+                             "overflows int64")
+        dims[0] = acc
+        data = _new_rows(dst, nd, dims, <size_t>(acc * row_elems * db))
+        if row_elems == 0:
+            return data
+        tmp = _chunk_buffer(offs, T, row_elems * sb, chunk_bytes)
+        with nogil:
+            _widen_steps(<char*>cnp.PyArray_DATA(data), srcs, lens, bs, offs, T, row_elems,
+                         sb, db, pair, chunk_bytes, tmp, csrcs, clens, offs + T + 1)
+        return data
+    finally:
+        free(lens)
+        free(tmp)

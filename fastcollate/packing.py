@@ -896,11 +896,30 @@ def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     ([3, 1, 6, 4, 2, 5], [3, 2, 1], [1, 0, 2])
     """
     # NumPy batches in one call (no torch function mode: that takes the path below)
-    if dtype is None and not pin_memory and not _mode_enabled():
-        packed = _core.pack_packed(sequences, enforce_sorted)
+    if not pin_memory and not _mode_enabled():
+        if dtype is None:
+            packed = _core.pack_packed(sequences, enforce_sorted)
+        else:
+            packed = _packed_as(sequences, enforce_sorted, dtype)
         if packed is not None:
             return packed
     return _pack(sequences, enforce_sorted, dtype, pin_memory)
+
+
+def _packed_as(sequences: Sequence[Any], enforce_sorted: bool, dtype: Any
+               ) -> Optional[PackedSequence]:
+    """:func:`pack` with ``dtype=`` of a list or tuple of NumPy arrays in one call: of
+    that dtype already (``_core.pack_packed``), or converted exactly inside the copy
+    (``_cast.pack_arrays_cast``: uint16 into int64...); None for anything else."""
+    if (type(sequences) not in (list, tuple) or not sequences
+            or type(sequences[0]) is not np.ndarray or not isinstance(dtype, torch.dtype)):
+        return None
+    np_dtype = _TORCH_TO_NP.get(dtype)
+    if np_dtype is None:
+        return None
+    if sequences[0].dtype == np_dtype:
+        return _core.pack_packed(sequences, enforce_sorted)
+    return wrap_arrays(_cast.pack_arrays_cast(sequences, enforce_sorted, np_dtype))
 
 
 @torch_functions_off

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_sequence, pad_sequence, unpack_sequence
 
 import fastcollate
-from fastcollate import _cast
+from fastcollate import _cast, packing
 from fastcollate.packing import _CAST_CODES, plan_batch
+from reference import reference_pack
 
 CODE_DTYPE = {code: dtype for dtype, code in _CAST_CODES.items()}
 PAIRS = sorted(((CODE_DTYPE[s], CODE_DTYPE[d]) for s, d in _cast.LOSSLESS), key=str)
@@ -273,3 +274,107 @@ def test_cast_pack_checks_every_table_before_writing(tamper, match):
     with pytest.raises(ValueError, match=match):
         _cast.cast_pack(ptrs, lengths, order, bs, 1, *codes, out.ctypes.data, n_out)
     assert (out == -7).all()
+
+
+# ---------------------------------------------------------------------------------------
+# pack(arrays, dtype=) in one call: _cast.pack_arrays_cast
+# ---------------------------------------------------------------------------------------
+
+@settings(max_examples=150, deadline=None)
+@given(pair=st.sampled_from(sorted(_cast.LOSSLESS)), seed=st.integers(0, 2**16),
+       lengths=st.lists(st.integers(1, 150), min_size=1, max_size=40),
+       row=st.sampled_from([(), (3,), (2, 2)]),
+       chunk_bytes=st.sampled_from([1, 7, 64, 4096, _cast.CAST_CHUNK_BYTES]),
+       enforce_sorted=st.booleans())
+def test_pack_arrays_cast_equals_the_packed_reference(pair, seed, lengths, row, chunk_bytes,
+                                                      enforce_sorted):
+    src_code, dst_code = pair
+    if enforce_sorted:
+        lengths = sorted(lengths, reverse=True)
+    samples = extreme_samples(np.dtype(src_code), lengths, row, seed)
+    got = _cast.pack_arrays_cast(samples, enforce_sorted, np.dtype(dst_code),
+                                 chunk_bytes=chunk_bytes)
+    assert got is not None
+    data, bs, si, ui = got
+    want, want_bs, want_si, want_ui = reference_pack(
+        torch_reference(samples, CODE_DTYPE[dst_code]), enforce_sorted)
+    assert data.dtype == np.dtype(dst_code) and data.flags.c_contiguous
+    assert data.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(data, want.numpy())
+    assert bs.tolist() == want_bs
+    assert (si is None if enforce_sorted else si.tolist() == want_si)
+    assert (ui is None if enforce_sorted else ui.tolist() == want_ui)
+
+
+def test_pack_with_a_dtype_of_plain_arrays_is_one_call(monkeypatch):
+    """pack(arrays, dtype=) never plans when the arrays convert exactly, or are of that
+    dtype already."""
+    def refuse(*a, **k):
+        raise AssertionError("planned")
+    monkeypatch.setattr(packing, "plan_batch", refuse)
+    ids = [np.array([5, 65535, 7], np.uint16), np.array([1], np.uint16)]
+    p = fastcollate.pack(ids, dtype=torch.int64)
+    assert p.data.dtype == torch.int64 and p.data.tolist() == [5, 1, 65535, 7]
+    assert p.batch_sizes.tolist() == [2, 1, 1] and p.sorted_indices.tolist() == [0, 1]
+    p = fastcollate.pack(tuple(ids), dtype=torch.float32, enforce_sorted=True)
+    assert p.data.dtype == torch.float32 and p.sorted_indices is None
+    p = fastcollate.pack([a.astype(np.int64) for a in ids], dtype=torch.int64)
+    assert p.data.dtype == torch.int64 and p.data.tolist() == [5, 1, 65535, 7]
+
+
+def _odd_cast_batches():
+    a = np.arange(12, dtype=np.uint16).reshape(6, 2)
+    return {
+        "a list": ([a, [[1, 2]]], np.int64),
+        "a tensor": ([a, torch.zeros(2, 2, dtype=torch.uint16)], np.int64),
+        "another dtype": ([a, a.astype(np.uint8)], np.int64),
+        "another row": ([a, np.zeros((2, 3), np.uint16)], np.int64),
+        "zero-dimensional": ([np.array(3, np.uint16)], np.int64),
+        "not contiguous": ([a, a[::2]], np.int64),
+        "byte-swapped": ([a, a.astype(">u2")], np.int64),
+        "a lossy conversion": ([a.astype(np.int32)], np.float32),
+        "a narrowing": ([a.astype(np.int64)], np.int32),
+        "the same dtype": ([a], np.uint16),
+        "bool sources": ([a.astype(bool)], np.int64),
+        "a big-endian target": ([a], ">i8"),
+        "a dtype torch lacks": ([a], np.longdouble),
+    }
+
+
+@pytest.mark.parametrize("name", list(_odd_cast_batches()))
+def test_pack_arrays_cast_returns_none_for_anything_unusual(name):
+    batch, dtype = _odd_cast_batches()[name]
+    assert _cast.pack_arrays_cast(batch, False, np.dtype(dtype)) is None
+    assert _cast.pack_arrays_cast(batch, False, "int64") is None    # not a np.dtype
+    assert _cast.pack_arrays_cast([], False, np.dtype(np.int64)) is None
+
+
+@pytest.mark.parametrize("name", ["another dtype", "not contiguous", "byte-swapped",
+                                  "a lossy conversion", "bool sources"])
+def test_pack_with_a_dtype_of_unusual_arrays_still_equals_torch(name):
+    batch, _ = _odd_cast_batches()[name]
+    dst = torch.float32 if name == "a lossy conversion" else torch.int64
+    ref = [torch.from_numpy(np.ascontiguousarray(s).astype(s.dtype.newbyteorder("="))
+                            ).to(dst) for s in batch]
+    got = fastcollate.pack(batch, dtype=dst)
+    assert got.data.dtype == dst
+    for ours, theirs in zip(unpack_sequence(got), ref):
+        assert torch.equal(ours, theirs)
+
+
+def test_pack_arrays_cast_names_a_zero_length_or_unsorted_sample():
+    ids = [np.arange(3, dtype=np.uint16), np.arange(0, dtype=np.uint16)]
+    with pytest.raises(ValueError, match="sample 1 has length 0"):
+        _cast.pack_arrays_cast(ids, False, np.dtype(np.int64))
+    with pytest.raises(ValueError, match="sample 1 has length 0"):
+        fastcollate.pack(ids, dtype=torch.int64)
+    with pytest.raises(RuntimeError, match="enforce_sorted=True but sample 1"):
+        fastcollate.pack(ids[:1] + [np.arange(4, dtype=np.uint16)], dtype=torch.int64,
+                         enforce_sorted=True)
+
+
+def test_pack_arrays_cast_of_rows_of_zero_elements():
+    batch = [np.zeros((3, 0), np.uint8), np.zeros((1, 0), np.uint8)]
+    data, bs, si, _ = _cast.pack_arrays_cast(batch, False, np.dtype(np.int16))
+    assert data.shape == (4, 0) and data.dtype == np.int16 and bs.tolist() == [2, 1, 1]
+    assert fastcollate.pack(batch, dtype=torch.int16).data.shape == (4, 0)
