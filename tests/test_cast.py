@@ -173,12 +173,14 @@ def test_rows_of_zero_elements_convert_like_torch(kind):
 @given(pair=st.sampled_from(sorted(_cast.LOSSLESS)), seed=st.integers(0, 2**16),
        lengths=st.lists(st.integers(0, 70), min_size=1, max_size=40),
        row_elems=st.sampled_from([1, 2, 3, 5]),
-       layout=st.sampled_from(["packed", "time-major", "spread", "reversed"]))
+       layout=st.sampled_from(["packed", "time-major", "spread", "reversed", "batch-first",
+                               "left", "shifted-run"]))
 def test_cast_scatter_in_every_layout_equals_the_plain_loop(pair, seed, lengths,
                                                             row_elems, layout):
     """Placement by starts and offsets: ranks (a permutation), sample order, starts
-    that are no permutation (spread out, or in reverse order), zero-length samples
-    skipped."""
+    that are no permutation (spread out, or in reverse order), consecutive offsets
+    (batch-first padding, right or left; a run that starts past row 0: one widening
+    loop per sample), zero-length samples skipped."""
     src_code, dst_code = pair
     np_src = np.dtype(src_code)
     rng = np.random.default_rng(seed)
@@ -191,6 +193,13 @@ def test_cast_scatter_in_every_layout_equals_the_plain_loop(pair, seed, lengths,
         bs = [sum(n > t for n in lengths) for t in range(T)]
         offsets = np.concatenate([[0], np.cumsum(bs)[:-1]]).astype(np.int64)
         n_rows = sum(lengths)
+    elif layout in ("batch-first", "left", "shifted-run"):
+        run = T + (layout == "shifted-run")
+        starts = np.arange(B, dtype=np.int64) * run
+        if layout == "left":
+            starts += T - np.array(lengths, dtype=np.int64)
+        offsets = np.arange(T, dtype=np.int64) + (layout == "shifted-run")
+        n_rows = B * run
     else:
         starts = np.arange(B, dtype=np.int64)
         if layout == "spread":
