@@ -90,3 +90,25 @@ def test_pack_lengths_fastcollate(benchmark, name):
     lengths = [len(a) for a in WORKLOADS[name].arrays()]
     benchmark.group = f"pack_lengths-{name}"
     benchmark(fastcollate.pack_lengths, lengths)
+
+
+def _windows(B=4096, L=512, n_windows=8192):
+    """Fixed-length windows of a flat token array (a memory-mapped corpus cut into
+    training windows), sampled at random: views 4 KB apart, whose addresses all fall
+    in the same cache sets."""
+    rng = np.random.default_rng(0)
+    flat = rng.integers(0, 30000, size=n_windows * L, dtype=np.int64)
+    return [flat[i * L:(i + 1) * L] for i in rng.choice(n_windows, B, replace=False)]
+
+
+def test_windows_numpy_fastcollate(benchmark):
+    batch = _windows()
+    benchmark.group = "pack-windows-numpy"
+    p = benchmark(fastcollate.pack, batch)
+    assert p.data.shape[0] == sum(len(a) for a in batch)
+
+
+def test_windows_numpy_floor_concatenate(benchmark):
+    batch = _windows()
+    benchmark.group = "pack-windows-numpy"
+    benchmark(np.concatenate, batch)

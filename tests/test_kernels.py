@@ -80,6 +80,27 @@ def test_full_tiles_of_every_narrow_row_match_the_reference(row_bytes, tile, off
     np.testing.assert_array_equal(out, reference_scatter(samples, order.tolist()))
 
 
+@pytest.mark.parametrize("row_bytes", [2, 4, 8, 16])
+@pytest.mark.parametrize("window", [64, 512, 4096])
+def test_windows_of_one_buffer_in_the_same_cache_sets_match_the_reference(row_bytes,
+                                                                          window):
+    """Panels asked for (as for large outputs) over samples that start ``window`` bytes
+    apart in one buffer (fixed windows of a flat corpus, in random order): their first
+    lines share a few cache sets, so the kernel takes the tiles instead; ragged ends
+    (some windows cut short) and every sample still land in place."""
+    rng = np.random.default_rng(window + row_bytes)
+    n = max(window // row_bytes, 1)
+    buf = rng.integers(0, 256, size=400 * window + 64, dtype=np.uint8)
+    starts = rng.choice(400, size=300, replace=False) * window
+    lengths = [n if k % 7 else max(1, n // 3) for k in range(300)]
+    samples = [buf[s:s + m * row_bytes].reshape(m, row_bytes) for s, m in zip(starts, lengths)]
+    bs, order, _ = _core.sort_lengths(lengths)
+    ptrs = np.array([s.ctypes.data for s in samples], dtype=np.int64)
+    out = np.full((sum(lengths), row_bytes), 0xAB, dtype=np.uint8)
+    _core.scatter(ptrs, lengths, order, bs, row_bytes, out.ctypes.data, tile=-256)
+    np.testing.assert_array_equal(out, reference_scatter(samples, order.tolist()))
+
+
 def test_choose_tile_tiles_only_narrow_rows_of_long_batches():
     assert _core.choose_tile(8, 1000) > 0 and _core.choose_tile(1, 64) > 0
     assert _core.choose_tile(8, 4) == 0          # short batches: the blocked loop
