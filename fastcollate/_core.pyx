@@ -704,6 +704,99 @@ def pack_packed(seqs, bint enforce_sorted=False):
     return _tuple_new(_packed_type, (f(data), f(bs), f(si), f(ui)))
 
 
+def pad_arrays(seqs, bint batch_first=True, bint left=False, bytes pad_elem=None,
+               int64_t multiple=1):
+    """:func:`fastcollate.pad` of a list or tuple of NumPy arrays in one call: scan,
+    allocate, pad and copy (~3 us at B=16 against ~12 through the plan).
+
+    Every sample must be an exact, C-contiguous, aligned, native-endian ``ndarray`` of
+    sample 0's dtype (one torch has, see :func:`set_packed_factories`), number of
+    dimensions (>= 1) and trailing shape; lengths may be 0. Returns ``(out, lengths)``:
+    ``out`` a fresh ``(B, T, *row)`` (``batch_first``) or ``(T, B, *row)`` array in
+    64-byte aligned memory, ``T`` the longest length rounded up to a multiple of
+    ``multiple``, padding before the data with ``left``, each padding element the bytes
+    ``pad_elem`` (one element of the dtype; None: zeros); ``lengths`` int64. None, with
+    nothing allocated, for any other batch, or when ``B * T`` rows would not fit
+    (the caller's general path takes it or names the odd sample). The samples are kept
+    in a private list while the GIL is released for the copy.
+
+    >>> import numpy as np
+    >>> out, lengths = pad_arrays([np.array([1, 2, 3]), np.array([4])], True, True)
+    >>> out.tolist(), lengths.tolist()
+    ([[1, 2, 3], [0, 0, 4]], [3, 1])
+    """
+    if _packed_type is None or not (type(seqs) is list or type(seqs) is tuple) or not seqs:
+        return None
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    cdef list own = list(seqs)
+    cdef Py_ssize_t B = len(own), i, k
+    cdef object x = own[0]
+    if not cnp.PyArray_CheckExact(x):
+        return None
+    cdef cnp.ndarray a, a0 = <cnp.ndarray>x
+    cdef cnp.PyArray_Descr* d0 = cnp.PyArray_DESCR(a0)
+    cdef int nd0 = cnp.PyArray_NDIM(a0), num = cnp.PyArray_TYPE(a0)
+    if nd0 < 1 or nd0 > 63 or not _plain_numbers(d0):
+        return None
+    if num < 0 or num >= 64 or not (_torch_typenums >> num) & 1:
+        return None
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(a0), row_bytes = itemsize
+    if pad_elem is not None and len(pad_elem) != itemsize:
+        raise ValueError(f"pad_elem must be one {itemsize}-byte element, got "
+                         f"{len(pad_elem)} bytes")
+    cdef cnp.npy_intp dims[64]
+    cdef cnp.npy_intp out_dims[64]
+    for k in range(nd0):
+        dims[k] = cnp.PyArray_DIM(a0, k)
+        out_dims[k + 1] = dims[k]
+        if k:
+            row_bytes *= dims[k]
+    cdef cnp.npy_intp nB = B
+    cdef cnp.ndarray lens_arr = cnp.PyArray_EMPTY(1, &nB, cnp.NPY_INT64, 0)
+    cdef int64_t* lens = <int64_t*>cnp.PyArray_DATA(lens_arr)
+    cdef uintptr_t* ptrs = <uintptr_t*>malloc(B * sizeof(uintptr_t) + 8)
+    if ptrs == NULL:
+        raise MemoryError()
+    cdef int64_t T = 0, rows
+    cdef cnp.ndarray out
+    cdef const char* pad = NULL if pad_elem is None else <const char*>pad_elem
+    cdef int64_t pad_bytes = 0 if pad_elem is None else itemsize
+    cdef int stream
+    try:
+        for i in range(B):
+            x = own[i]
+            if not cnp.PyArray_CheckExact(x):
+                return None
+            a = <cnp.ndarray>x
+            if not _like_first(a, d0, nd0, dims):
+                return None
+            ptrs[i] = <uintptr_t>cnp.PyArray_DATA(a)
+            lens[i] = cnp.PyArray_DIM(a, 0)
+            if lens[i] > T:
+                T = lens[i]
+        if T % multiple:
+            if T > INT64_MAX - multiple:
+                return None
+            T += multiple - T % multiple
+        rows = B * T if T == 0 or B <= INT64_MAX // T else -1
+        if rows < 0 or rows >= (<int64_t>1 << 62) or (
+                row_bytes > 0 and rows > INT64_MAX // row_bytes):
+            return None         # the general path says why
+        out_dims[0] = B if batch_first else T
+        out_dims[1] = T if batch_first else B
+        out = _new_rows(<cnp.dtype><PyObject*>d0, nd0 + 1, out_dims,
+                        <size_t>(rows * row_bytes))
+        if rows and row_bytes > 0:
+            stream = 2 if rows * row_bytes >= STREAM_MIN_BYTES else 0
+            with nogil:
+                fc_pad(<char*>cnp.PyArray_DATA(out), <const char* const*>ptrs, lens, B, B,
+                       T, row_bytes, batch_first, left, pad, pad_bytes, stream)
+        return out, lens_arr
+    finally:
+        free(ptrs)
+
+
 @cython.boundscheck(True)
 def pack_arrays(seqs, bint enforce_sorted=False, bint torch_only=False):
     """:func:`fastcollate.pack` of a batch of NumPy arrays in one call.

@@ -196,7 +196,6 @@ def padded_by_torch(plan: Plan, T: int, batch_first: bool, padding_value, left: 
     return out.view(padded_shape(plan, T, batch_first))
 
 
-@torch_functions_off
 def pad(sequences: Sequence[Any], *, batch_first: bool = True,
         padding_value: Union[int, float, bool, complex] = 0, padding_side: str = "right",
         pad_to_multiple_of: Optional[int] = None, return_lengths: bool = False,
@@ -238,6 +237,45 @@ def pad(sequences: Sequence[Any], *, batch_first: bool = True,
     ([[1, 2, 3], [0, 0, 4]], [3, 1])
     """
     check_padding_side(padding_side)
+    # NumPy batches in one call (no torch function mode: that takes the path below)
+    if dtype is None and not pin_memory and not packing._mode_enabled():
+        got = _padded_arrays(sequences, batch_first, padding_value, padding_side,
+                             pad_to_multiple_of)
+        if got is not None:
+            out, lengths = torch.from_numpy(got[0]), got[1]
+            return (out, torch.from_numpy(lengths)) if return_lengths else out
+    return _pad(sequences, batch_first, padding_value, padding_side, pad_to_multiple_of,
+                return_lengths, dtype, pin_memory)
+
+
+def _padded_arrays(sequences: Sequence[Any], batch_first: bool, padding_value: Any,
+                   padding_side: str, pad_to_multiple_of: Optional[int]
+                   ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """:func:`pad` of a list or tuple of NumPy arrays of one dtype and row in one call
+    (``_core.pad_arrays``), as ``(padded, lengths)`` arrays; None for anything else,
+    and for a padding value sample 0's dtype cannot hold (a mixed batch may promote to
+    one that does: the general path decides)."""
+    if type(sequences) not in (list, tuple) or not sequences:
+        return None
+    first = sequences[0]
+    if type(first) is not np.ndarray:
+        return None
+    tdtype = packing._NP_TO_TORCH.get(first.dtype)
+    if tdtype is None:
+        return None
+    multiple = check_multiple(pad_to_multiple_of) or 1
+    try:
+        elem = _pad_element(padding_value, tdtype)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return _core.pad_arrays(sequences, batch_first, padding_side == "left", elem, multiple)
+
+
+@torch_functions_off
+def _pad(sequences: Sequence[Any], batch_first: bool, padding_value: Any,
+         padding_side: str, pad_to_multiple_of: Optional[int], return_lengths: bool,
+         dtype: Optional[torch.dtype], pin_memory: bool):
+    """:func:`pad` of everything but the NumPy batches :func:`_padded_arrays` takes."""
     plan = plan_batch(sequences, dtype=dtype, sort=False, defer_tensors=True)
     T = padded_length(plan, pad_to_multiple_of)
     if plan.tensors is not None:

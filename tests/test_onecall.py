@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 import fastcollate
 from fastcollate import _core, packing
-from torch.nn.utils.rnn import PackedSequence
+from torch.nn.utils.rnn import PackedSequence, pad_sequence
 from reference import reference_pack
-from strategies import NUMPY_DTYPES, make_sample
+from strategies import NUMPY_DTYPES, batches, make_sample
 
 ROWS = [(), (1,), (3,), (2, 5), (16,), (0,)]
 
@@ -373,3 +373,109 @@ def test_a_sample_changing_shape_between_the_planned_reads_falls_back(monkeypatc
     monkeypatch.setattr(_core, "tensor_sources", racing)
     with pytest.raises(ValueError, match="sample 1"):
         packing.plan_batch(batch)
+
+
+# ---------------------------------------------------------------------------------------
+# pad() of NumPy batches in one call: _core.pad_arrays
+# ---------------------------------------------------------------------------------------
+
+def reference_padded(samples, T, batch_first, left, value):
+    """Padding the plain way: a buffer full of the value, each sample copied in."""
+    row, dtype = samples[0].shape[1:], samples[0].dtype
+    out = np.full((len(samples), T) + row, value, dtype=dtype)
+    for i, s in enumerate(samples):
+        start = T - len(s) if left else 0
+        out[i, start:start + len(s)] = s
+    return out if batch_first else np.ascontiguousarray(np.swapaxes(out, 0, 1))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches(kinds=["ndarray"], dtypes=NUMPY_DTYPES, min_length=0), st.booleans(),
+       st.booleans(), st.sampled_from([0, 1, 7, -0.0]), st.sampled_from([1, 3, 8]))
+def test_pad_arrays_equals_the_padded_reference(samples, batch_first, left, value,
+                                                multiple):
+    dtype = torch.from_numpy(samples[0][:0]).dtype
+    elem = fastcollate.padding._pad_element(value, dtype)
+    got = _core.pad_arrays(samples, batch_first, left, elem, multiple)
+    assert got is not None
+    out, lengths = got
+    T = -(-max(len(s) for s in samples) // multiple) * multiple
+    assert lengths.tolist() == [len(s) for s in samples]
+    assert out.dtype == samples[0].dtype and out.ctypes.data % 64 == 0
+    want = reference_padded(samples, T, batch_first, left, np.array(value).astype(out.dtype))
+    assert out.shape == want.shape
+    assert out.tobytes() == want.tobytes()          # bytes: -0.0 and NaN-free compare
+    if multiple == 1 and T > 0:                     # and torch agrees
+        ref = pad_sequence([torch.from_numpy(s) for s in samples], batch_first=batch_first,
+                           padding_value=value, padding_side="left" if left else "right")
+        assert torch.equal(fastcollate.pad(samples, batch_first=batch_first,
+                                           padding_value=value,
+                                           padding_side="left" if left else "right"), ref)
+
+
+def test_pad_of_plain_arrays_is_one_call(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("planned")
+    monkeypatch.setattr(packing, "plan_batch", refuse)
+    monkeypatch.setattr(fastcollate.padding, "plan_batch", refuse)
+    batch = [np.arange(3, dtype=np.int32), np.arange(0, dtype=np.int32), np.arange(1, dtype=np.int32)]
+    out, lengths = fastcollate.pad(tuple(batch), padding_value=-1, return_lengths=True,
+                                   pad_to_multiple_of=4)
+    assert out.dtype == torch.int32 and lengths.tolist() == [3, 0, 1]
+    assert out.tolist() == [[0, 1, 2, -1], [-1, -1, -1, -1], [0, -1, -1, -1]]
+    out = fastcollate.pad(batch, batch_first=False, padding_side="left")
+    assert out.tolist() == [[0, 0, 0], [1, 0, 0], [2, 0, 0]]
+
+
+@pytest.mark.parametrize("name", list(_odd_arrays()))
+def test_pad_arrays_returns_none_for_anything_unusual(name):
+    batch = _odd_arrays()[name]
+    assert _core.pad_arrays(batch) is None
+    try:        # and pad() still pads or names it through the general path
+        out = fastcollate.pad(batch)
+    except (ValueError, TypeError) as e:
+        assert "sample" in str(e)
+    else:
+        assert out.shape[0] == len(batch)
+
+
+def test_pad_arrays_refuses_what_it_cannot_pad_alone():
+    a = np.arange(6)
+    assert _core.pad_arrays(iter([a, a])) is None               # never consumes an iterator
+    assert _core.pad_arrays([]) is None
+    assert _core.pad_arrays([np.ones(3, np.longdouble)] * 2) is None   # torch lacks it
+    assert _core.pad_arrays([a], True, False, None, 2**62) is None     # B x T too large
+    with pytest.raises(ValueError, match="too large"):
+        fastcollate.pad([a], pad_to_multiple_of=2**62)
+    with pytest.raises(ValueError, match="one 8-byte element"):
+        _core.pad_arrays([a], True, False, b"\1")
+    with pytest.raises(ValueError, match="multiple"):
+        _core.pad_arrays([a], True, False, None, 0)
+
+
+def test_pad_of_a_mixed_batch_pads_with_a_value_only_the_promoted_dtype_holds():
+    """-1 does not fit sample 0's uint8, but the batch promotes to int16: the one-call
+    path leaves it to the general path, which pads like torch."""
+    batch = [np.array([200, 1], np.uint8), np.array([-5], np.int16)]
+    ref = pad_sequence([torch.from_numpy(b).to(torch.int16) for b in batch],
+                       batch_first=True, padding_value=-1)
+    assert torch.equal(fastcollate.pad(batch, padding_value=-1), ref)
+    with pytest.raises(OverflowError, match="padding_value"):
+        fastcollate.pad(batch[:1], padding_value=-1)
+
+
+def test_pad_of_arrays_under_a_torch_function_mode_takes_the_general_path():
+    seen = []
+    real = fastcollate.padding._pad
+
+    def spy(*a, **k):
+        seen.append(1)
+        return real(*a, **k)
+    fastcollate.padding._pad = spy
+    try:
+        with torch.device("cpu"):
+            p = fastcollate.pad([np.arange(3), np.arange(2)])
+        q = fastcollate.pad([np.arange(3), np.arange(2)])
+    finally:
+        fastcollate.padding._pad = real
+    assert seen == [1] and torch.equal(p, q)
