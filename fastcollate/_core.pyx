@@ -727,10 +727,8 @@ def pad_arrays(seqs, bint batch_first=True, bint left=False, bytes pad_elem=None
     """
     if _packed_type is None or not (type(seqs) is list or type(seqs) is tuple) or not seqs:
         return None
-    if multiple < 1:
-        raise ValueError(f"multiple must be >= 1, got {multiple}")
     cdef list own = list(seqs)
-    cdef Py_ssize_t B = len(own), i, k
+    cdef Py_ssize_t B = len(own), i
     cdef object x = own[0]
     if not cnp.PyArray_CheckExact(x):
         return None
@@ -741,60 +739,159 @@ def pad_arrays(seqs, bint batch_first=True, bint left=False, bytes pad_elem=None
         return None
     if num < 0 or num >= 64 or not (_torch_typenums >> num) & 1:
         return None
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(a0), row_bytes = itemsize
-    if pad_elem is not None and len(pad_elem) != itemsize:
-        raise ValueError(f"pad_elem must be one {itemsize}-byte element, got "
-                         f"{len(pad_elem)} bytes")
-    cdef cnp.npy_intp dims[64]
-    cdef cnp.npy_intp out_dims[64]
-    for k in range(nd0):
-        dims[k] = cnp.PyArray_DIM(a0, k)
-        out_dims[k + 1] = dims[k]
-        if k:
-            row_bytes *= dims[k]
+    cdef cnp.npy_intp* dims0 = cnp.PyArray_DIMS(a0)
     cdef cnp.npy_intp nB = B
     cdef cnp.ndarray lens_arr = cnp.PyArray_EMPTY(1, &nB, cnp.NPY_INT64, 0)
     cdef int64_t* lens = <int64_t*>cnp.PyArray_DATA(lens_arr)
     cdef uintptr_t* ptrs = <uintptr_t*>malloc(B * sizeof(uintptr_t) + 8)
     if ptrs == NULL:
         raise MemoryError()
-    cdef int64_t T = 0, rows
-    cdef cnp.ndarray out
-    cdef const char* pad = NULL if pad_elem is None else <const char*>pad_elem
-    cdef int64_t pad_bytes = 0 if pad_elem is None else itemsize
-    cdef int stream
     try:
         for i in range(B):
             x = own[i]
             if not cnp.PyArray_CheckExact(x):
                 return None
             a = <cnp.ndarray>x
-            if not _like_first(a, d0, nd0, dims):
+            if not _like_first(a, d0, nd0, dims0):
                 return None
             ptrs[i] = <uintptr_t>cnp.PyArray_DATA(a)
             lens[i] = cnp.PyArray_DIM(a, 0)
-            if lens[i] > T:
-                T = lens[i]
-        if T % multiple:
-            if T > INT64_MAX - multiple:
-                return None
-            T += multiple - T % multiple
-        rows = B * T if T == 0 or B <= INT64_MAX // T else -1
-        if rows < 0 or rows >= (<int64_t>1 << 62) or (
-                row_bytes > 0 and rows > INT64_MAX // row_bytes):
-            return None         # the general path says why
-        out_dims[0] = B if batch_first else T
-        out_dims[1] = T if batch_first else B
-        out = _new_rows(<cnp.dtype><PyObject*>d0, nd0 + 1, out_dims,
-                        <size_t>(rows * row_bytes))
-        if rows and row_bytes > 0:
-            stream = 2 if rows * row_bytes >= STREAM_MIN_BYTES else 0
-            with nogil:
-                fc_pad(<char*>cnp.PyArray_DATA(out), <const char* const*>ptrs, lens, B, B,
-                       T, row_bytes, batch_first, left, pad, pad_bytes, stream)
-        return out, lens_arr
+        out = _pad_rows(ptrs, lens, B, <cnp.dtype><PyObject*>d0, nd0, dims0, batch_first,
+                        left, pad_elem, multiple)
+        return None if out is None else (out, lens_arr)
     finally:
         free(ptrs)
+
+
+def pad_flat(src, const int64_t[::1] lengths, bint batch_first=True, bint left=False,
+             bytes pad_elem=None, int64_t multiple=1):
+    """:func:`pad_arrays` of samples concatenated in ``src`` (a C-contiguous, aligned,
+    native-endian array of shape ``(N, *row)``, e.g. the NumPy view of ``torch.cat``
+    of a tensor batch), sample ``i`` being its next ``lengths[i]`` rows (>= 0, adding
+    up to ``N``): the padded array, or None when they do not (or ``B * T`` rows would
+    not fit)."""
+    if not cnp.PyArray_CheckExact(src):
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray>src
+    cdef int nd = cnp.PyArray_NDIM(a), k
+    if nd < 1 or nd > 63 or not _readable_rows(a):
+        return None
+    cdef Py_ssize_t B = lengths.shape[0], i
+    if B == 0:
+        return None
+    cdef Py_ssize_t row_bytes = cnp.PyArray_ITEMSIZE(a)
+    for k in range(1, nd):
+        row_bytes *= cnp.PyArray_DIM(a, k)
+    cdef int64_t acc = 0, n_rows = cnp.PyArray_DIM(a, 0)
+    cdef uintptr_t base = <uintptr_t>cnp.PyArray_DATA(a)
+    cdef int64_t* lens = <int64_t*>malloc(2 * B * sizeof(int64_t))
+    if lens == NULL:
+        raise MemoryError()
+    cdef uintptr_t* ptrs = <uintptr_t*>(lens + B)
+    try:
+        for i in range(B):
+            if lengths[i] < 0 or lengths[i] > n_rows - acc:
+                return None
+            lens[i] = lengths[i]
+            ptrs[i] = base + <uintptr_t>(acc * row_bytes)
+            acc += lengths[i]
+        if acc != n_rows:
+            return None
+        return _pad_rows(ptrs, lens, B, <cnp.dtype><PyObject*>cnp.PyArray_DESCR(a), nd,
+                         cnp.PyArray_DIMS(a), batch_first, left, pad_elem, multiple)
+    finally:
+        free(lens)
+
+
+cdef object _pad_rows(const uintptr_t* ptrs, const int64_t* lens, Py_ssize_t B,
+                      cnp.dtype descr, int nd, const cnp.npy_intp* dims, bint batch_first,
+                      bint left, bytes pad_elem, int64_t multiple):
+    """The padded output of ``B`` samples (``lens[i]`` contiguous rows at ``ptrs[i]``,
+    kept alive by the caller) of dtype ``descr`` and row ``dims[1:nd]``: allocated and
+    written by ``fc_pad``; None when ``B * T`` rows would not fit."""
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    cdef Py_ssize_t itemsize = descr.itemsize, row_bytes = descr.itemsize, i
+    cdef int k
+    if pad_elem is not None and len(pad_elem) != itemsize:
+        raise ValueError(f"pad_elem must be one {itemsize}-byte element, got "
+                         f"{len(pad_elem)} bytes")
+    cdef cnp.npy_intp out_dims[64]
+    for k in range(1, nd):
+        out_dims[k + 1] = dims[k]
+        row_bytes *= dims[k]
+    cdef int64_t T = 0, rows
+    for i in range(B):
+        if lens[i] > T:
+            T = lens[i]
+    if T % multiple:
+        if T > INT64_MAX - multiple:
+            return None
+        T += multiple - T % multiple
+    rows = B * T if T == 0 or B <= INT64_MAX // T else -1
+    if rows < 0 or rows >= (<int64_t>1 << 62) or (
+            row_bytes > 0 and rows > INT64_MAX // row_bytes):
+        return None         # the general path says why
+    out_dims[0] = B if batch_first else T
+    out_dims[1] = T if batch_first else B
+    cdef cnp.ndarray out = _new_rows(descr, nd + 1, out_dims, <size_t>(rows * row_bytes))
+    cdef const char* pad = NULL if pad_elem is None else <const char*>pad_elem
+    cdef int64_t pad_bytes = 0 if pad_elem is None else itemsize
+    cdef int stream
+    if rows and row_bytes > 0:
+        stream = 2 if rows * row_bytes >= STREAM_MIN_BYTES else 0
+        with nogil:
+            fc_pad(<char*>cnp.PyArray_DATA(out), <const char* const*>ptrs, lens, B, B, T,
+                   row_bytes, batch_first, left, pad, pad_bytes, stream)
+    return out
+
+
+def cat_tensors(seqs, tensor_type, cat, int64_t direct_bytes, int64_t max_bytes):
+    """A batch of small exact CPU tensors as one NumPy array: ``(src, lengths)``, the
+    NumPy view of ``cat(samples)`` (``torch.cat``, which validates dtypes, devices and
+    rows, promotes mixed dtypes and copies any strides) and each sample's rows (from
+    ``numel()``, read before ``cat`` with no Python code in between). For
+    :func:`pad_flat`. None, with nothing kept, when a sample is not an exact
+    ``tensor_type`` or holds no elements (a 1-D empty tensor, which ``cat`` skips
+    whatever its row), when the samples average ``direct_bytes`` or more or add up to
+    more than ``max_bytes`` (the concatenation is extra memory), when ``cat`` refuses
+    the batch or its result has no NumPy view (requiring grad, not on the CPU...), or
+    when the counts do not split it into whole rows."""
+    cdef list own = list(seqs)
+    cdef Py_ssize_t B = len(own), i, k
+    if B == 0:
+        return None
+    numels = tensor_numels(own, tensor_type)
+    if numels is None:
+        return None
+    cdef const int64_t* n = <const int64_t*>cnp.PyArray_DATA(numels)
+    cdef double total = 0, itemsize = own[0].element_size()
+    for i in range(B):
+        if n[i] <= 0:
+            return None
+        total += <double>n[i]
+    if (total * itemsize >= <double>direct_bytes * <double>B
+            or total * itemsize > <double>max_bytes):
+        return None
+    src = _cat_numpy(cat, own)
+    if src is None or cnp.PyArray_NDIM(<cnp.ndarray>src) < 1:
+        return None
+    cdef int64_t unit = 1, acc = 0
+    for k in range(1, cnp.PyArray_NDIM(<cnp.ndarray>src)):
+        unit *= cnp.PyArray_DIM(<cnp.ndarray>src, k)
+    if unit <= 0:
+        return None
+    cdef cnp.npy_intp nB = B
+    cdef cnp.ndarray lens_arr = cnp.PyArray_EMPTY(1, &nB, cnp.NPY_INT64, 0)
+    cdef int64_t* lens = <int64_t*>cnp.PyArray_DATA(lens_arr)
+    for i in range(B):
+        if n[i] % unit:
+            return None
+        lens[i] = n[i] // unit
+        acc += lens[i]
+    if acc != cnp.PyArray_DIM(<cnp.ndarray>src, 0):
+        return None
+    return src, lens_arr
 
 
 @cython.boundscheck(True)

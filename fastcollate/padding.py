@@ -237,7 +237,8 @@ def pad(sequences: Sequence[Any], *, batch_first: bool = True,
     ([[1, 2, 3], [0, 0, 4]], [3, 1])
     """
     check_padding_side(padding_side)
-    # NumPy batches in one call (no torch function mode: that takes the path below)
+    # NumPy and small tensor batches in one call (no torch function mode: that takes
+    # the path below)
     if dtype is None and not pin_memory and not packing._mode_enabled():
         got = _padded_arrays(sequences, batch_first, padding_value, padding_side,
                              pad_to_multiple_of)
@@ -251,24 +252,48 @@ def pad(sequences: Sequence[Any], *, batch_first: bool = True,
 def _padded_arrays(sequences: Sequence[Any], batch_first: bool, padding_value: Any,
                    padding_side: str, pad_to_multiple_of: Optional[int]
                    ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """:func:`pad` of a list or tuple of NumPy arrays of one dtype and row in one call
-    (``_core.pad_arrays``), as ``(padded, lengths)`` arrays; None for anything else,
-    and for a padding value sample 0's dtype cannot hold (a mixed batch may promote to
-    one that does: the general path decides)."""
+    """:func:`pad` of the common batches in one or two kernel calls, as ``(padded,
+    lengths)`` arrays; None for anything else (the general path pads it or names the
+    odd sample).
+
+    - A list or tuple of NumPy arrays of one dtype and row (``_core.pad_arrays``). A
+      padding value sample 0's dtype cannot hold is left to the general path: a mixed
+      batch may promote to a dtype that holds it.
+    - Small exact CPU tensors, non-empty, of 1 MB in all at most: ``numel()`` per
+      tensor and one ``torch.cat`` (which validates and promotes like torch;
+      ``_core.cat_tensors``), then ``_core.pad_flat`` from the concatenation. Larger
+      batches go through the plan, which concatenates them a chunk at a time (peak
+      memory: the output plus one chunk)."""
     if type(sequences) not in (list, tuple) or not sequences:
         return None
     first = sequences[0]
-    if type(first) is not np.ndarray:
-        return None
-    tdtype = packing._NP_TO_TORCH.get(first.dtype)
-    if tdtype is None:
-        return None
     multiple = check_multiple(pad_to_multiple_of) or 1
-    try:
-        elem = _pad_element(padding_value, tdtype)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return _core.pad_arrays(sequences, batch_first, padding_side == "left", elem, multiple)
+    left = padding_side == "left"
+    if type(first) is np.ndarray:
+        tdtype = packing._NP_TO_TORCH.get(first.dtype)
+        if tdtype is None:
+            return None
+        try:
+            elem = _pad_element(padding_value, tdtype)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        return _core.pad_arrays(sequences, batch_first, left, elem, multiple)
+    if type(first) is torch.Tensor:
+        flat = _core.cat_tensors(sequences, torch.Tensor, torch.cat,
+                                 packing._DIRECT_TENSOR_BYTES, 4 * packing._CHUNK_BYTES)
+        if flat is None:
+            return None
+        src, lengths = flat
+        tdtype = packing._NP_TO_TORCH.get(src.dtype)
+        if tdtype is None:
+            return None
+        try:
+            elem = _pad_element(padding_value, tdtype)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        out = _core.pad_flat(src, lengths, batch_first, left, elem, multiple)
+        return None if out is None else (out, lengths)
+    return None
 
 
 @torch_functions_off

@@ -479,3 +479,78 @@ def test_pad_of_arrays_under_a_torch_function_mode_takes_the_general_path():
     finally:
         fastcollate.padding._pad = real
     assert seen == [1] and torch.equal(p, q)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches(kinds=["tensor", "tensor_strided"], dtypes=NUMPY_DTYPES), st.booleans(),
+       st.booleans(), st.sampled_from([0, 1, 7]), st.sampled_from([None, 4]),
+       st.booleans())
+def test_pad_of_small_tensors_in_one_call_equals_pad_sequence(samples, batch_first, left,
+                                                              value, multiple, mixed):
+    """numel() per tensor, torch.cat (promotion like torch.cat: compared with the
+    samples converted first), then pad_flat from the concatenation."""
+    if mixed and len(samples) > 1:
+        samples = [s.to(torch.float64) if i == 1 else s for i, s in enumerate(samples)]
+    dtype = samples[0].dtype
+    for s in samples[1:]:
+        dtype = torch.promote_types(dtype, s.dtype)
+    side = "left" if left else "right"
+    ref = pad_sequence([s.to(dtype) for s in samples], batch_first=batch_first,
+                       padding_value=value, padding_side=side)
+    if multiple:
+        T = ref.shape[1 if batch_first else 0]
+        extra = -(-T // multiple) * multiple - T
+        if extra:
+            shape = list(ref.shape)
+            shape[1 if batch_first else 0] = extra
+            fill = torch.full(shape, value, dtype=dtype)
+            parts = [fill, ref] if left else [ref, fill]
+            ref = torch.cat(parts, dim=1 if batch_first else 0)
+    got = pad_checked_against_pad_flat(samples, batch_first=batch_first, padding_value=value,
+                           padding_side=side, pad_to_multiple_of=multiple)
+    assert got.dtype == dtype and torch.equal(got, ref)
+
+
+def pad_checked_against_pad_flat(samples, **kw):
+    """fastcollate.pad, checked to have taken the one-call path for this batch."""
+    flat = _core.cat_tensors(samples, torch.Tensor, torch.cat, packing._DIRECT_TENSOR_BYTES,
+                             4 * packing._CHUNK_BYTES)
+    out = fastcollate.pad(samples, **kw)
+    if flat is not None:       # the batch the one-call path takes: the same result
+        left = kw["padding_side"] == "left"
+        elem = fastcollate.padding._pad_element(kw["padding_value"], out.dtype)
+        direct = _core.pad_flat(flat[0], flat[1], kw["batch_first"], left, elem,
+                                kw["pad_to_multiple_of"] or 1)
+        assert torch.equal(torch.from_numpy(direct), out)
+    return out
+
+
+def test_pad_of_small_tensors_is_one_call(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("planned")
+    monkeypatch.setattr(fastcollate.padding, "plan_batch", refuse)
+    batch = [torch.arange(3), torch.arange(1), torch.arange(2)]
+    out, lengths = fastcollate.pad(batch, padding_value=-1, return_lengths=True)
+    assert out.tolist() == [[0, 1, 2], [0, -1, -1], [0, 1, -1]] and lengths.tolist() == [3, 1, 2]
+    out = fastcollate.pad([torch.ones(2, 3), torch.ones(1, 3, dtype=torch.float64)],
+                          batch_first=False)
+    assert out.dtype == torch.float64 and out.shape == (2, 2, 3)
+
+
+def test_cat_tensors_and_pad_flat_refuse_what_they_cannot_take():
+    cat = lambda ts: _core.cat_tensors(ts, torch.Tensor, torch.cat, 4096, 1 << 20)  # noqa: E731
+    t = torch.arange(6)
+    assert cat([t, t])[1].tolist() == [6, 6]
+    assert cat([t, torch.zeros(0)]) is None                  # an empty sample: its row?
+    assert cat([t, t.numpy()]) is None
+    assert cat([t, t.float().requires_grad_()]) is None       # no NumPy view
+    assert cat([torch.tensor(3), torch.tensor(4)]) is None    # zero-dimensional
+    assert cat([torch.zeros(1024)]) is None                   # large samples: direct reads
+    assert _core.cat_tensors([torch.zeros(1000)] * 8, torch.Tensor, torch.cat, 1 << 20,
+                             1000) is None                   # over max_bytes
+    assert cat([torch.zeros(2, 3), torch.zeros(2, 4)]) is None   # torch.cat refuses
+    src = np.arange(6)
+    assert _core.pad_flat(src, np.array([2, 3])) is None      # not all the rows
+    assert _core.pad_flat(src, np.array([7, -1])) is None
+    assert _core.pad_flat(src[::2], np.array([3])) is None    # not contiguous
+    assert _core.pad_flat(src, np.array([4, 2]), True, True)[1].tolist() == [0, 0, 4, 5]
