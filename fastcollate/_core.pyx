@@ -665,14 +665,23 @@ cdef object _from_numpy = None      # torch.from_numpy
 cdef object _tuple_new = None       # tuple.__new__
 cdef object _packed_type = None     # torch.nn.utils.rnn.PackedSequence
 cdef uint64_t _torch_typenums = 0   # bit n: native NumPy type number n, which torch has
+cdef object _tensor_type = None     # torch.Tensor, torch.cat and the direct-read threshold
+cdef object _cat = None             # for batches of small tensors (pack_tensors)
+cdef int64_t _direct_bytes = 0
 
 
-def set_packed_factories(from_numpy, packed_type, torch_dtypes):
-    """Give :func:`pack_packed` ``torch.from_numpy``, ``PackedSequence`` and the NumPy
-    dtypes torch has (fastcollate.packing does, at import)."""
+def set_packed_factories(from_numpy, packed_type, torch_dtypes, tensor_type=None, cat=None,
+                         int64_t direct_bytes=0):
+    """Give :func:`pack_packed` ``torch.from_numpy``, ``PackedSequence``, the NumPy
+    dtypes torch has and, for tensor batches, ``torch.Tensor``, ``torch.cat`` and
+    :func:`pack_tensors`' ``direct_bytes`` (fastcollate.packing does, at import)."""
     global _from_numpy, _tuple_new, _packed_type, _torch_typenums
+    global _tensor_type, _cat, _direct_bytes
     if not (isinstance(packed_type, type) and issubclass(packed_type, tuple)):
         raise TypeError("packed_type must be a tuple subclass")
+    if tensor_type is not None and not (isinstance(tensor_type, type) and callable(cat)):
+        raise TypeError("tensor_type must be a type and cat a callable")
+    _tensor_type, _cat, _direct_bytes = tensor_type, cat, direct_bytes
     cdef uint64_t bits = 0
     for c in np.typecodes["All"]:       # every type number, e.g. 'q' and 'l' for int64
         d = np.dtype(c)
@@ -683,18 +692,23 @@ def set_packed_factories(from_numpy, packed_type, torch_dtypes):
 
 
 def pack_packed(seqs, bint enforce_sorted=False):
-    """:func:`pack_arrays` of a list or tuple of NumPy arrays, returned as a
-    ``PackedSequence`` sharing the arrays' memory (``from_numpy``, made with
-    ``tuple.__new__`` as ``PackedSequence._make`` does: the fields are already right):
-    the whole of :func:`fastcollate.pack` for such batches in one call (~3 us at B=16
-    against ~3.9 us through Python). None, with nothing allocated, for anything else:
-    not a non-empty list or tuple, sample 0 not an exact ndarray of a dtype torch has,
-    anything :func:`pack_arrays` declines, or no factories set."""
+    """:func:`pack_arrays` of a list or tuple of NumPy arrays, or :func:`pack_tensors`
+    of one of small exact tensors, returned as a ``PackedSequence`` sharing the
+    arrays' memory (``from_numpy``, made with ``tuple.__new__`` as
+    ``PackedSequence._make`` does: the fields are already right): the whole of
+    :func:`fastcollate.pack` for such batches in one call (~3 us at B=16 against ~3.9
+    us through Python). None, with nothing allocated, for anything else: not a
+    non-empty list or tuple, sample 0 neither an exact ndarray of a dtype torch has
+    nor an exact tensor, anything those decline, or no factories set."""
     if _packed_type is None or not (type(seqs) is list or type(seqs) is tuple) or not seqs:
         return None
-    if not cnp.PyArray_CheckExact(seqs[0]):
+    x0 = seqs[0]
+    if cnp.PyArray_CheckExact(x0):
+        packed = _pack_arrays(seqs, enforce_sorted, True)
+    elif _tensor_type is not None and type(x0) is _tensor_type:
+        packed = pack_tensors(seqs, _tensor_type, _cat, _direct_bytes, enforce_sorted)
+    else:
         return None
-    packed = _pack_arrays(seqs, enforce_sorted, True)
     if packed is None:
         return None
     data, bs, si, ui = <tuple>packed

@@ -847,7 +847,8 @@ def wrap_packed(data: torch.Tensor, plan: Plan) -> PackedSequence:
     return PackedSequence._make((data, torch.from_numpy(plan.batch_sizes), si, ui))
 
 
-_core.set_packed_factories(torch.from_numpy, PackedSequence, _NP_TO_TORCH)
+_core.set_packed_factories(torch.from_numpy, PackedSequence, _NP_TO_TORCH, torch.Tensor,
+                           torch.cat, _DIRECT_TENSOR_BYTES)
 _mode_enabled = torch._C._is_torch_function_mode_enabled
 
 
@@ -895,15 +896,18 @@ def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     >>> p.data.tolist(), p.batch_sizes.tolist(), p.sorted_indices.tolist()
     ([3, 1, 6, 4, 2, 5], [3, 2, 1], [1, 0, 2])
     """
-    # NumPy batches in one call (no torch function mode: that takes the path below)
+    # NumPy and small tensor batches in one call (no torch function mode: that takes
+    # the path below)
+    tried = False
     if not pin_memory and not _mode_enabled():
         if dtype is None:
             packed = _core.pack_packed(sequences, enforce_sorted)
+            tried = True
         else:
             packed = _packed_as(sequences, enforce_sorted, dtype)
         if packed is not None:
             return packed
-    return _pack(sequences, enforce_sorted, dtype, pin_memory)
+    return _pack(sequences, enforce_sorted, dtype, pin_memory, tried)
 
 
 def _packed_as(sequences: Sequence[Any], enforce_sorted: bool, dtype: Any
@@ -924,10 +928,11 @@ def _packed_as(sequences: Sequence[Any], enforce_sorted: bool, dtype: Any
 
 @torch_functions_off
 def _pack(sequences: Sequence[Any], enforce_sorted: bool, dtype: Optional[torch.dtype],
-          pin_memory: bool) -> PackedSequence:
-    """:func:`pack` of everything but the NumPy batches :func:`_core.pack_packed`
-    takes."""
-    if type(sequences) in (list, tuple) and sequences and dtype is None and not pin_memory:
+          pin_memory: bool, tried: bool = False) -> PackedSequence:
+    """:func:`pack` of everything but the batches :func:`_core.pack_packed` takes
+    (``tried``: it declined this one, so :func:`packed_in_one_call` would too)."""
+    if (not tried and type(sequences) in (list, tuple) and sequences and dtype is None
+            and not pin_memory):
         packed = wrap_arrays(packed_in_one_call(sequences, enforce_sorted))
         if packed is not None:
             return packed

@@ -554,3 +554,35 @@ def test_cat_tensors_and_pad_flat_refuse_what_they_cannot_take():
     assert _core.pad_flat(src, np.array([7, -1])) is None
     assert _core.pad_flat(src[::2], np.array([3])) is None    # not contiguous
     assert _core.pad_flat(src, np.array([4, 2]), True, True)[1].tolist() == [0, 0, 4, 5]
+
+
+def test_pack_packed_packs_small_tensors_and_declines_large_ones_once(monkeypatch):
+    small = [torch.arange(3), torch.arange(5), torch.arange(1)]
+    p = _core.pack_packed(small)
+    assert type(p) is PackedSequence and p.data.tolist() == [0, 0, 0, 1, 1, 2, 2, 3, 4]
+    assert p.sorted_indices.tolist() == [1, 0, 2]
+    large = [torch.arange(2000), torch.arange(1000)]      # 8 KB samples: read directly
+    assert _core.pack_packed(large) is None
+    assert _core.pack_packed([torch.arange(3).float().requires_grad_()]) is None
+    calls = []
+    real = packing.packed_in_one_call
+    monkeypatch.setattr(packing, "packed_in_one_call",
+                        lambda *a: calls.append(1) or real(*a))
+    q = fastcollate.pack(large)          # pack_packed declined it: not asked again
+    assert calls == [] and q.data[:4].tolist() == [0, 0, 1, 1]
+
+
+def test_pack_of_tensors_under_a_torch_function_mode_takes_the_general_path():
+    seen = []
+    real = packing._pack
+
+    def spy(*a, **k):
+        seen.append(a[4] if len(a) > 4 else False)
+        return real(*a, **k)
+    packing._pack = spy
+    try:
+        with torch.device("cpu"):
+            p = fastcollate.pack([torch.arange(3), torch.arange(2)])
+    finally:
+        packing._pack = real
+    assert seen == [False] and p.data.tolist() == [0, 0, 1, 1, 2]
