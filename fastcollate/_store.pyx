@@ -9,11 +9,13 @@ stay memory-safe: every read is bounded by the store's real size, every write by
 output's, whatever the tables they are given.
 """
 cimport cython
-from libc.stdint cimport int64_t, uintptr_t
+from libc.stdint cimport INT64_MAX, int64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 
 import numpy as np
 cimport numpy as cnp
+
+from ._core cimport _count_sort, _new_rows, _pack_rows
 
 cnp.import_array()
 
@@ -239,3 +241,91 @@ def convert_padded(str src, str dst, ptrs, lengths, int64_t T, int64_t row,
         fc_convert_padded(s_code, d_code, <char*>out_ptr,
                           <const char* const*>&ptrs_in[0], &lens[0], B, T, row,
                           batch_first, left, p)
+
+
+def pack_selection(const int64_t[::1] offsets, indices, cnp.ndarray values,
+                   bint enforce_sorted=False, str convert=None):
+    """:func:`fastcollate.pack` of the samples ``indices`` of a store in one call: their
+    rows found by :func:`select` (indices and offsets checked against the values' real
+    size), then the counting sort, the allocation and the row scatter of
+    :func:`fastcollate._core.pack_arrays`, as ``(data, batch_sizes, sorted_indices,
+    unsorted_indices)`` arrays, ``data`` of the values' dtype; with ``convert`` (two
+    element codes, the first the values'), converted while copying by the converting
+    copy of :func:`convert_packed` into an output of the second's dtype.
+
+    None, with nothing allocated, when the values are not aligned, native-endian plain
+    numbers, or a sample has length 0 or the lengths are unsorted with
+    ``enforce_sorted`` (the planned path names the store's sample). ``values`` stays
+    referenced here while the GIL is released for the copy."""
+    if (not cnp.PyArray_ISCARRAY_RO(values) or not cnp.PyArray_ISNOTSWAPPED(values)
+            or values.dtype.kind not in "biufc" or cnp.PyArray_NDIM(values) > 64):
+        return None
+    cdef cnp.dtype dst = values.dtype
+    if convert is not None:
+        _check_codes(convert[:1], convert[1:])
+        if np.dtype(convert[0]) != values.dtype:
+            raise ValueError(f"code {convert[0]!r} does not read {values.dtype} values")
+        dst = np.dtype(convert[1])
+    lengths, ptrs = select(offsets, indices, values)
+    cdef Py_ssize_t B = lengths.shape[0], k
+    if B == 0:
+        return None
+    cdef int nd = cnp.PyArray_NDIM(values)
+    cdef cnp.npy_intp dims[64]
+    cdef Py_ssize_t row_bytes = cnp.PyArray_ITEMSIZE(values), row_elems = 1
+    for k in range(nd):
+        dims[k] = cnp.PyArray_DIM(values, k)
+        if k:
+            row_bytes *= dims[k]
+            row_elems *= dims[k]
+    cdef const uintptr_t* srcs = <const uintptr_t*>cnp.PyArray_DATA(<cnp.ndarray>ptrs)
+    cdef const int64_t* lens = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>lengths)
+    try:
+        if convert is None:
+            return _pack_rows(srcs, lens, B, row_bytes, dst, nd, dims, enforce_sorted)
+        sorted_ = _count_sort(lens, B, enforce_sorted)
+    except ValueError:      # a zero length, unsorted: the planned path names the sample
+        return None
+    return (_converted_rows(srcs, lens, B, sorted_, convert, dst, nd, dims, row_elems),) + \
+        sorted_
+
+
+cdef cnp.ndarray _converted_rows(const uintptr_t* ptrs, const int64_t* lens_in,
+                                 Py_ssize_t B, tuple sorted_, str convert, cnp.dtype dst,
+                                 int nd, cnp.npy_intp* dims, int64_t row_elems):
+    """The packed output of :func:`pack_selection` with ``convert``: the samples in the
+    rank order of ``sorted_`` (:func:`_count_sort`'s tables), allocated (``dims[0]`` is
+    set here) and written by ``fc_convert_packed``."""
+    bs_arr, si_arr, _ = sorted_
+    cdef Py_ssize_t T = (<cnp.ndarray>bs_arr).shape[0], r, t
+    cdef const int64_t* bs = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>bs_arr)
+    cdef const int64_t* order = NULL
+    if si_arr is not None:
+        order = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>si_arr)
+    cdef int64_t* lens = <int64_t*>malloc((2 * B + T + 1) * sizeof(int64_t))
+    if lens == NULL:
+        raise MemoryError()
+    cdef uintptr_t* srcs = <uintptr_t*>(lens + B)
+    cdef int64_t* offs = lens + 2 * B
+    cdef int64_t acc = 0
+    cdef char s_code = <char>ord(convert[0]), d_code = <char>ord(convert[1])
+    cdef cnp.ndarray data
+    try:
+        for r in range(B):
+            lens[r] = lens_in[r if order == NULL else order[r]]
+            srcs[r] = ptrs[r if order == NULL else order[r]]
+        for t in range(T):      # sum(batch_sizes) == sum(lengths) <= B * max_len
+            offs[t] = acc
+            acc += bs[t]
+        offs[T] = acc
+        if row_elems > 0 and acc > INT64_MAX // (row_elems * dst.itemsize):
+            raise ValueError(f"the packed data ({acc} rows) overflows int64")
+        dims[0] = acc
+        data = _new_rows(dst, nd, dims, <size_t>(acc * row_elems * dst.itemsize))
+        if row_elems > 0:
+            with nogil:
+                fc_convert_packed(s_code, d_code, <char*>cnp.PyArray_DATA(data),
+                                  <const char* const*>srcs, lens, offs, B, row_elems)
+        return data
+    finally:
+        free(lens)

@@ -262,6 +262,10 @@ class NotInts(Replan):
 # Batch types other than lists that plan themselves (exact type -> planner(batch, order,
 # dtype)), registered by the modules that define them (fastcollate.store).
 BATCH_PLANNERS: Dict[type, Callable[[Any, str, Optional[torch.dtype]], Plan]] = {}
+# ... and those that pack themselves in one call (exact type -> packer(batch,
+# enforce_sorted) -> PackedSequence, or None to take the plan), for pack() with no
+# dtype=/pin_memory and no torch function mode.
+BATCH_PACKERS: Dict[type, Callable[[Any, bool], Optional[PackedSequence]]] = {}
 
 
 def check_dtype(dtype: Any) -> None:
@@ -902,6 +906,8 @@ def pack(sequences: Sequence[Any], *, enforce_sorted: bool = False,
     if not pin_memory and not _mode_enabled():
         if dtype is None:
             packed = _core.pack_packed(sequences, enforce_sorted)
+            if packed is None and type(sequences) in BATCH_PACKERS:
+                packed = BATCH_PACKERS[type(sequences)](sequences, enforce_sorted)
             tried = True
         else:
             packed = _packed_as(sequences, enforce_sorted, dtype)

@@ -27,8 +27,10 @@ import numpy as np
 import torch
 
 from . import _store
-from .packing import (BATCH_PLANNERS, Plan, _NP_TO_TORCH, _SUPPORTED_NAMES, _TORCH_TO_NP,
-                      _plan_from_flat, _sorted, check_dtype)
+from torch.nn.utils.rnn import PackedSequence
+
+from .packing import (BATCH_PACKERS, BATCH_PLANNERS, Plan, _NP_TO_TORCH, _SUPPORTED_NAMES,
+                      _TORCH_TO_NP, _plan_from_flat, _sorted, check_dtype, wrap_arrays)
 
 __all__ = ["RaggedArray", "RaggedBatch", "StoreDataset", "StoreBatch", "write_store",
            "open_store", "build_store"]
@@ -422,6 +424,29 @@ def _plan_whole(store: Any, order: str, dtype: Optional[torch.dtype]) -> Plan:
                            order, dtype)
 
 
+def _pack_selection(batch: RaggedBatch, enforce_sorted: bool) -> Optional[PackedSequence]:
+    """:func:`fastcollate.pack` of a selection of a :class:`RaggedArray` in one call
+    (``_store.pack_selection``): its values' dtype as it is, or converted by a
+    converting copy (uint16 token ids into int64...); None for anything else (the
+    plan packs it or names the odd sample)."""
+    store = batch.store
+    if type(store) is not RaggedArray:
+        return None
+    values = store.values
+    if store.dtype == _NP_TO_TORCH.get(values.dtype):
+        return wrap_arrays(_store.pack_selection(store.offsets, batch.indices, values,
+                                                 enforce_sorted))
+    key = (store.values_dtype, store.row == (), store.dtype)
+    how = _HOW.get(key)
+    if how is None:
+        how = _HOW[key] = _copy_method(*key)
+    if len(how) != 2:           # through torch: the plan
+        return None
+    return wrap_arrays(_store.pack_selection(store.offsets, batch.indices, values,
+                                             enforce_sorted, how))
+
+
+BATCH_PACKERS[RaggedBatch] = _pack_selection
 BATCH_PLANNERS[RaggedBatch] = _plan_selection
 BATCH_PLANNERS[RaggedArray] = _plan_whole
 BATCH_PLANNERS[ChunkedRaggedArray] = _plan_whole

@@ -17,6 +17,7 @@ import fastcollate
 from fastcollate import (BucketBatchSampler, PackedCollate, RaggedArray, RaggedBatch,
                          StoreBatch, StoreDataset, open_store, pack, pad, write_store)
 from fastcollate import _store
+from reference import reference_pack
 
 TMP = tempfile.mkdtemp(prefix="fc-store-")
 
@@ -377,6 +378,71 @@ def test_kernels_check_their_tables():
     with pytest.raises(ValueError, match="no converting copy"):
         _store.convert_packed("e", "q", ptrs, [1, 1], None, 1, out.data_ptr(), 4)
     assert _store.can_convert("H", "q") and not _store.can_convert("q", "H")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stores, st.data())
+def test_pack_of_a_selection_in_one_call_equals_the_packed_reference(spec, data):
+    """_store.pack_selection (what pack(store[idx]) runs for a store of its values'
+    dtype): every row at its packed place, the indices as torch's."""
+    spec = dict(spec, lengths=[n + 1 for n in spec["lengths"]])      # no empty sample
+    store, _ = _make(spec, "onecall.npy")
+    idx = data.draw(st.lists(st.integers(0, len(store) - 1), min_size=1, max_size=30))
+    enforce = data.draw(st.booleans())
+    if enforce:
+        idx = sorted(idx, key=lambda i: -int(store.lengths[i]))
+    got = _store.pack_selection(store.offsets, np.array(idx), store.values, enforce)
+    assert got is not None
+    data_, bs, si, ui = got
+    want, want_bs, want_si, want_ui = reference_pack(
+        [torch.from_numpy(np.array(store[i])) for i in idx], enforce)
+    assert data_.dtype == store.values.dtype and torch.equal(torch.from_numpy(data_), want)
+    assert bs.tolist() == want_bs
+    assert (si is None) if enforce else (si.tolist() == want_si and ui.tolist() == want_ui)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stores, st.data())
+def test_pack_of_a_converting_store_equals_pack_of_the_converted_list(spec, data):
+    """A store made with dtype= (uint16 ids read as int64...): pack(store[idx]) in one
+    call, or planned where torch converts, equals the converted samples packed."""
+    spec = dict(spec, lengths=[n + 1 for n in spec["lengths"]])
+    plain, _ = _make(spec, "convert.npy")
+    target = spec["target"] or torch.int64
+    store = RaggedArray(plain.values, plain.offsets, dtype=target)
+    idx = data.draw(st.lists(st.integers(0, len(store) - 1), min_size=1, max_size=30))
+    ours = pack(store[idx])
+    ref = pack([torch.from_numpy(np.array(plain[i])).to(target) for i in idx])
+    assert ours.data.dtype == target
+    _same_packed(ours, ref)
+
+
+def test_pack_of_a_selection_is_one_call_unless_torch_converts(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("planned")
+    store = RaggedArray(np.arange(12, dtype=np.int32).reshape(6, 2), [0, 2, 3, 6])
+    with monkeypatch.context() as m:
+        m.setattr(fastcollate.packing, "plan_batch", refuse)
+        p = pack(store[[2, 0, 2]])
+    assert p.data.dtype == torch.int32 and p.batch_sizes.tolist() == [3, 3, 2]
+    assert p.data[:3].tolist() == [[6, 7], [6, 7], [0, 1]]
+    assert p.sorted_indices.tolist() == [0, 2, 1]
+    # a store converting on read (uint16 -> int64) with a converting copy: one call too
+    u16 = RaggedArray(np.arange(4, dtype=np.uint16), [0, 1, 4], dtype=torch.int64)
+    with monkeypatch.context() as m:
+        m.setattr(fastcollate.packing, "plan_batch", refuse)
+        p = pack(u16[[1, 0]])
+    assert p.data.dtype == torch.int64 and p.data.tolist() == [1, 0, 2, 3]
+    # a conversion through torch (uint16 -> float16), dtype=: planned
+    f16 = RaggedArray(np.arange(4, dtype=np.uint16), [0, 1, 4], dtype=torch.float16)
+    for batch, kw in [(f16[[1, 0]], {}), (store[[0]], {"dtype": torch.int64})]:
+        with monkeypatch.context() as m:
+            m.setattr(fastcollate.packing, "plan_batch", refuse)
+            with pytest.raises(AssertionError, match="planned"):
+                pack(batch, **kw)
+    empty = RaggedArray(np.arange(3), [0, 0, 3])
+    assert _store.pack_selection(empty.offsets, np.array([1, 0]), empty.values) is None
+    assert _store.pack_selection(store.offsets, np.array([0, 2]), store.values, True) is None
 
 
 def test_zero_length_samples_pack_error_and_pad_fine():
