@@ -270,12 +270,8 @@ def _padded_arrays(sequences: Sequence[Any], batch_first: bool, padding_value: A
     multiple = check_multiple(pad_to_multiple_of) or 1
     left = padding_side == "left"
     if type(first) is np.ndarray:
-        tdtype = packing._NP_TO_TORCH.get(first.dtype)
-        if tdtype is None:
-            return None
-        try:
-            elem = _pad_element(padding_value, tdtype)
-        except (TypeError, ValueError, OverflowError):
+        ok, elem = _pad_bytes(padding_value, first.dtype)
+        if not ok:
             return None
         return _core.pad_arrays(sequences, batch_first, left, elem, multiple)
     if type(first) is torch.Tensor:
@@ -284,16 +280,25 @@ def _padded_arrays(sequences: Sequence[Any], batch_first: bool, padding_value: A
         if flat is None:
             return None
         src, lengths = flat
-        tdtype = packing._NP_TO_TORCH.get(src.dtype)
-        if tdtype is None:
-            return None
-        try:
-            elem = _pad_element(padding_value, tdtype)
-        except (TypeError, ValueError, OverflowError):
+        ok, elem = _pad_bytes(padding_value, src.dtype)
+        if not ok:
             return None
         out = _core.pad_flat(src, lengths, batch_first, left, elem, multiple)
         return None if out is None else (out, lengths)
     return None
+
+
+def _pad_bytes(padding_value: Any, np_dtype: np.dtype) -> Tuple[bool, Optional[bytes]]:
+    """``(True, _pad_element(...))`` for a NumPy dtype; ``(False, None)`` when torch
+    lacks the dtype or the value does not fit it (the general path then decides, or
+    says why)."""
+    tdtype = packing._NP_TO_TORCH.get(np_dtype)
+    if tdtype is None:
+        return False, None
+    try:
+        return True, _pad_element(padding_value, tdtype)
+    except (TypeError, ValueError, OverflowError):
+        return False, None
 
 
 @torch_functions_off
