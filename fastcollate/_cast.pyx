@@ -20,7 +20,7 @@ from cpython.object cimport PyObject
 import numpy as np
 cimport numpy as cnp
 
-from ._core cimport _count_sort, _like_first, _new_rows
+from ._core cimport _count_sort, _new_rows, _scan_like_first
 from ._core import check_storages
 
 cnp.import_array()
@@ -427,15 +427,8 @@ def pack_arrays_cast(seqs, bint enforce_sorted, dtype, int64_t chunk_bytes=CAST_
     cdef uintptr_t* ptrs = <uintptr_t*>scratch
     cdef int64_t* lens_in = scratch + B
     try:
-        for i in range(B):
-            x = own[i]
-            if not cnp.PyArray_CheckExact(x):
-                return None
-            a = <cnp.ndarray>x
-            if not _like_first(a, d0, nd0, out_dims):
-                return None
-            ptrs[i] = <uintptr_t>cnp.PyArray_DATA(a)
-            lens_in[i] = cnp.PyArray_DIM(a, 0)
+        if not _scan_like_first(own, d0, nd0, out_dims, ptrs, lens_in):
+            return None
         bs_arr, si_arr, ui_arr = _count_sort(lens_in, B, enforce_sorted)
         return _cast_packed(ptrs, lens_in, B, <cnp.ndarray>bs_arr, si_arr, row_elems, sb,
                             db, pair, dst, nd0, out_dims, chunk_bytes), bs_arr, si_arr, ui_arr

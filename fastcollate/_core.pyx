@@ -632,6 +632,26 @@ cdef bint _like_first(cnp.ndarray a, cnp.PyArray_Descr* d0, int nd0,
     return True
 
 
+cdef bint _scan_like_first(list own, cnp.PyArray_Descr* d0, int nd0,
+                           const cnp.npy_intp* dims0, uintptr_t* ptrs, int64_t* lens):
+    """``ptrs[i]``/``lens[i]``: the data address and leading length of every sample of
+    ``own``; False as soon as one is not an exact ndarray like sample 0
+    (:func:`_like_first`)."""
+    cdef Py_ssize_t i
+    cdef object x
+    cdef cnp.ndarray a
+    for i in range(len(own)):
+        x = own[i]
+        if not cnp.PyArray_CheckExact(x):
+            return False
+        a = <cnp.ndarray>x
+        if not _like_first(a, d0, nd0, dims0):
+            return False
+        ptrs[i] = <uintptr_t>cnp.PyArray_DATA(a)
+        lens[i] = cnp.PyArray_DIM(a, 0)
+    return True
+
+
 cdef tuple _pack_rows(const uintptr_t* srcs_in, const int64_t* lens_in, Py_ssize_t B,
                       Py_ssize_t row_bytes, cnp.dtype descr, int nd, cnp.npy_intp* dims,
                       bint enforce_sorted):
@@ -761,15 +781,8 @@ def pad_arrays(seqs, bint batch_first=True, bint left=False, bytes pad_elem=None
     if ptrs == NULL:
         raise MemoryError()
     try:
-        for i in range(B):
-            x = own[i]
-            if not cnp.PyArray_CheckExact(x):
-                return None
-            a = <cnp.ndarray>x
-            if not _like_first(a, d0, nd0, dims0):
-                return None
-            ptrs[i] = <uintptr_t>cnp.PyArray_DATA(a)
-            lens[i] = cnp.PyArray_DIM(a, 0)
+        if not _scan_like_first(own, d0, nd0, dims0, ptrs, lens):
+            return None
         out = _pad_rows(ptrs, lens, B, <cnp.dtype><PyObject*>d0, nd0, dims0, batch_first,
                         left, pad_elem, multiple)
         return None if out is None else (out, lens_arr)
@@ -963,15 +976,8 @@ cdef object _pack_arrays(seqs, bint enforce_sorted, bint torch_only):
     cdef uintptr_t* ptrs = <uintptr_t*>scratch
     cdef int64_t* lens = scratch + B
     try:
-        for i in range(B):
-            x = own[i]
-            if not cnp.PyArray_CheckExact(x):
-                return None
-            a = <cnp.ndarray>x
-            if not _like_first(a, d0, nd0, out_dims):
-                return None
-            ptrs[i] = <uintptr_t>cnp.PyArray_DATA(a)
-            lens[i] = cnp.PyArray_DIM(a, 0)
+        if not _scan_like_first(own, d0, nd0, out_dims, ptrs, lens):
+            return None
         return _pack_rows(ptrs, lens, B, row_bytes, <cnp.dtype><PyObject*>d0, nd0,
                           out_dims, enforce_sorted)
     finally:
