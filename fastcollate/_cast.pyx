@@ -20,7 +20,7 @@ from cpython.object cimport PyObject
 import numpy as np
 cimport numpy as cnp
 
-from ._core cimport _count_sort, _new_rows, _scan_like_first
+from ._core cimport _count_sort, _new_rows, _rank_tables, _scan_like_first
 from ._core import check_storages
 
 cnp.import_array()
@@ -443,7 +443,7 @@ cdef cnp.ndarray _cast_packed(const uintptr_t* ptrs, const int64_t* lens_in, Py_
     """The output of :func:`pack_arrays_cast`: the samples (``ptrs``/``lens_in``, sorted
     by :func:`_count_sort` into ``bs_arr``/``si_arr``) in rank order, allocated
     (``dims[0]`` is set here) and written by :func:`_widen_steps`."""
-    cdef Py_ssize_t T = bs_arr.shape[0], r, t
+    cdef Py_ssize_t T = bs_arr.shape[0]
     cdef const int64_t* bs = <const int64_t*>cnp.PyArray_DATA(bs_arr)
     cdef const int64_t* order = NULL
     if si_arr is not None:
@@ -459,15 +459,7 @@ cdef cnp.ndarray _cast_packed(const uintptr_t* ptrs, const int64_t* lens_in, Py_
     cdef char* tmp = NULL
     cdef cnp.ndarray data
     try:
-        for r in range(B):
-            lens[r] = lens_in[r if order == NULL else order[r]]
-            srcs[r] = ptrs[r if order == NULL else order[r]]
-        for t in range(T):      # sum(batch_sizes) == sum(lengths) <= B * max_len
-            if bs[t] > INT64_MAX - acc:
-                raise ValueError("the total length overflows int64")
-            offs[t] = acc
-            acc += bs[t]
-        offs[T] = acc
+        acc = _rank_tables(lens_in, order, B, bs, T, lens, offs, ptrs, srcs)
         if row_elems > 0 and acc > INT64_MAX // (row_elems * db):
             raise ValueError(f"the packed data ({acc} rows of {row_elems * db} bytes) "
                              "overflows int64")

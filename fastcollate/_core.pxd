@@ -14,3 +14,6 @@ cdef tuple _pack_rows(const uintptr_t* srcs_in, const int64_t* lens_in, Py_ssize
                       bint enforce_sorted)
 cdef bint _scan_like_first(list own, cnp.PyArray_Descr* d0, int nd0,
                            const cnp.npy_intp* dims0, uintptr_t* ptrs, int64_t* lens)
+cdef int64_t _rank_tables(const int64_t* lens_in, const int64_t* order, Py_ssize_t B,
+                          const int64_t* bs, Py_ssize_t T, int64_t* lens, int64_t* offs,
+                          const uintptr_t* ptrs_in, uintptr_t* srcs) except -1

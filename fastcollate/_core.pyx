@@ -467,6 +467,8 @@ cdef int64_t _rank_tables(const int64_t* lens_in, const int64_t* order, Py_ssize
         if bs[t] != active:
             raise ValueError(f"batch_sizes[{t}] = {bs[t]} does not match lengths "
                              f"({active} samples are longer than {t})")
+        if active > INT64_MAX - acc:
+            raise ValueError("the total length overflows int64")
         offs[t] = acc
         acc += active
     offs[T] = acc
@@ -886,20 +888,14 @@ def cat_tensors(seqs, tensor_type, cat, int64_t direct_bytes, int64_t max_bytes)
     when the counts do not split it into whole rows."""
     cdef list own = list(seqs)
     cdef Py_ssize_t B = len(own), i, k
-    if B == 0:
-        return None
-    numels = tensor_numels(own, tensor_type)
-    if numels is None:
+    cdef double nbytes = 0
+    numels = _small_numels(own, tensor_type, direct_bytes, &nbytes)
+    if numels is None or nbytes > <double>max_bytes:
         return None
     cdef const int64_t* n = <const int64_t*>cnp.PyArray_DATA(numels)
-    cdef double total = 0, itemsize = own[0].element_size()
     for i in range(B):
         if n[i] <= 0:
             return None
-        total += <double>n[i]
-    if (total * itemsize >= <double>direct_bytes * <double>B
-            or total * itemsize > <double>max_bytes):
-        return None
     src = _cat_numpy(cat, own)
     if src is None or cnp.PyArray_NDIM(<cnp.ndarray>src) < 1:
         return None
@@ -1072,26 +1068,35 @@ def pack_tensors(seqs, tensor_type, cat, int64_t direct_bytes, bint enforce_sort
     the lengths, so reads and writes stay in bounds whatever happens.
     """
     cdef list own = list(seqs)
-    cdef Py_ssize_t B = len(own)
+    cdef double nbytes = 0
+    numels = _small_numels(own, tensor_type, direct_bytes, &nbytes)
+    if numels is None:
+        return None
+    if nbytes > 4.0 * <double>chunk_bytes:
+        return _pack_tensor_chunks(own, numels, cat, enforce_sorted, chunk_bytes)
+    src = _cat_numpy(cat, own)
+    return None if src is None else pack_flat(src, numels, enforce_sorted)
+
+
+cdef object _small_numels(list own, tensor_type, int64_t direct_bytes, double* nbytes):
+    """``numel()`` of every sample (:func:`tensor_numels`) and, in ``nbytes``, their
+    bytes (sample 0's element size); None for an empty batch, a sample that is not an
+    exact ``tensor_type``, or samples averaging ``direct_bytes`` or more (reading each
+    tensor directly then beats a concatenation's copy)."""
+    cdef Py_ssize_t B = len(own), i
     if B == 0:
         return None
     numels = tensor_numels(own, tensor_type)
     if numels is None:
         return None
     cdef const int64_t* n = <const int64_t*>cnp.PyArray_DATA(numels)
-    cdef double total = 0, itemsize = own[0].element_size()
-    cdef Py_ssize_t i
+    cdef double total = 0
     for i in range(B):
         total += <double>n[i]
-    if total * itemsize >= <double>direct_bytes * <double>B:
+    nbytes[0] = total * <double>own[0].element_size()
+    if nbytes[0] >= <double>direct_bytes * <double>B:
         return None
-    if total * itemsize > 4.0 * <double>chunk_bytes:
-        return _pack_tensor_chunks(own, numels, cat, enforce_sorted, chunk_bytes)
-    try:
-        src = cat(own).numpy()
-    except (RuntimeError, TypeError, ValueError):
-        return None
-    return pack_flat(src, numels, enforce_sorted)
+    return numels
 
 
 cdef inline Py_ssize_t _chunk_end(const int64_t* lens, Py_ssize_t r0, Py_ssize_t B,

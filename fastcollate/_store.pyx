@@ -15,7 +15,7 @@ from libc.stdlib cimport free, malloc
 import numpy as np
 cimport numpy as cnp
 
-from ._core cimport _count_sort, _new_rows, _pack_rows
+from ._core cimport _count_sort, _new_rows, _pack_rows, _rank_tables
 
 cnp.import_array()
 
@@ -297,7 +297,7 @@ cdef cnp.ndarray _converted_rows(const uintptr_t* ptrs, const int64_t* lens_in,
     rank order of ``sorted_`` (:func:`_count_sort`'s tables), allocated (``dims[0]`` is
     set here) and written by ``fc_convert_packed``."""
     bs_arr, si_arr, _ = sorted_
-    cdef Py_ssize_t T = (<cnp.ndarray>bs_arr).shape[0], r, t
+    cdef Py_ssize_t T = (<cnp.ndarray>bs_arr).shape[0]
     cdef const int64_t* bs = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>bs_arr)
     cdef const int64_t* order = NULL
     if si_arr is not None:
@@ -311,13 +311,7 @@ cdef cnp.ndarray _converted_rows(const uintptr_t* ptrs, const int64_t* lens_in,
     cdef char s_code = <char>ord(convert[0]), d_code = <char>ord(convert[1])
     cdef cnp.ndarray data
     try:
-        for r in range(B):
-            lens[r] = lens_in[r if order == NULL else order[r]]
-            srcs[r] = ptrs[r if order == NULL else order[r]]
-        for t in range(T):      # sum(batch_sizes) == sum(lengths) <= B * max_len
-            offs[t] = acc
-            acc += bs[t]
-        offs[T] = acc
+        acc = _rank_tables(lens_in, order, B, bs, T, lens, offs, ptrs, srcs)
         if row_elems > 0 and acc > INT64_MAX // (row_elems * dst.itemsize):
             raise ValueError(f"the packed data ({acc} rows) overflows int64")
         dims[0] = acc
