@@ -223,12 +223,13 @@ cdef tuple _count_sort(const int64_t* lens, Py_ssize_t B, bint enforce_sorted):
     cdef cnp.npy_intp n = max_len
     cdef cnp.ndarray bs_arr = cnp.PyArray_ZEROS(1, &n, cnp.NPY_INT64, 0)
     cdef int64_t* bs = <int64_t*>cnp.PyArray_DATA(bs_arr)
-    cdef int64_t t
+    cdef int64_t t, run = 0
     with nogil:
         for i in range(B):
             bs[lens[i] - 1] += 1               # counts shifted: bs[l-1] = #len == l
-        for t in range(max_len - 2, -1, -1):    # suffix sum: #len >= t+1 == #len > t
-            bs[t] += bs[t + 1]
+        for t in range(max_len - 1, -1, -1):    # suffix sum: #len >= t+1 == #len > t
+            run += bs[t]                        # (in a register: no store-to-load chain)
+            bs[t] = run
     if enforce_sorted:
         return bs_arr, None, None
     n = B
@@ -243,8 +244,7 @@ cdef tuple _count_sort(const int64_t* lens, Py_ssize_t B, bint enforce_sorted):
         raise MemoryError()
     with nogil:
         cursor[0] = 0
-        for t in range(1, max_len):
-            cursor[t] = bs[t]
+        memcpy(cursor + 1, bs + 1, (max_len - 1) * sizeof(int64_t))
         cursor[max_len] = 0
         for i in range(B):
             l = lens[i]
@@ -444,35 +444,85 @@ cdef int64_t _rank_tables(const int64_t* lens_in, const int64_t* order, Py_ssize
     ``srcs`` from ``ptrs_in`` unless NULL) in rank order, ``offs[t]`` the first packed
     row of step ``t`` (``T + 1`` entries). Checks that ``order`` (NULL: the identity),
     the lengths and ``bs`` agree, so that no row written from them can leave the packed
-    rows; returns their number."""
-    cdef Py_ssize_t active = B, t, r, i
-    cdef int64_t acc = 0
+    rows; returns their number.
+
+    With fewer steps than samples, one walk over the steps checks each batch size
+    against the samples still active. With more (a few long samples: thousands of
+    steps per sample), O(B) checks plus one branch-free pass over the steps do, since
+    with the lengths non-increasing
+    in rank order, ``bs[t] == #{r: lens[r] > t}`` for every ``t < T = lens[0]`` holds
+    exactly when ``bs`` is non-increasing, ``bs[0] == B``, and for every rank ``r``,
+    ``bs[lens[r] - 1] > r`` (still active at its last step) and ``bs[lens[r]] <= r``
+    (gone after it; for ``lens[r] < T``). For the ``k`` ranks active at step ``t``,
+    rank ``k - 1``'s first condition bounds ``bs[t]`` below by ``k`` and rank ``k``'s
+    second (or ``bs[0] == B``) bounds it above by ``k``. When the check fails, the
+    step-by-step walk (:func:`_rank_tables_error`) names the first bad step."""
+    cdef Py_ssize_t t, r, i
+    cdef int64_t acc = 0, l, prev
+    cdef bint unsorted = False, overflow = False, bad = False
     for r in range(B):
         i = r if order == NULL else order[r]
         if i < 0 or i >= B:
             raise ValueError(f"sorted_indices[{r}] = {i} is out of range")
         if srcs != NULL:
             srcs[r] = ptrs_in[i]
-        lens[r] = lens_in[i]
-    # consistency: lengths non-increasing in rank order, batch_sizes[t] ==
-    # #{r: lens[r] > t}
-    for r in range(1, B):
-        if lens[r] > lens[r - 1]:
-            raise ValueError("lengths are not sorted by sorted_indices")
+        l = lens_in[i]
+        lens[r] = l
+        unsorted |= r > 0 and l > lens[r - 1]
+        if l > 0:
+            overflow |= l > INT64_MAX - acc
+            acc = acc + l if not overflow else acc
+    if unsorted:
+        raise ValueError("lengths are not sorted by sorted_indices")
     if lens[B - 1] < 1 or T != lens[0]:
         raise ValueError("batch_sizes do not match lengths")
+    if overflow:
+        raise ValueError("the total length overflows int64")
+    cdef Py_ssize_t active = B
+    if T <= B:                  # fewer steps than ranks: the walk is cheaper
+        acc = 0
+        for t in range(T):
+            while active > 0 and lens[active - 1] <= t:
+                active -= 1
+            if bs[t] != active:
+                _rank_tables_error(lens, B, bs, T)
+            offs[t] = acc
+            acc += active       # <= sum(lens): no overflow
+        offs[T] = acc
+        return acc
+    bad = bs[0] != B
+    for r in range(B):          # 1 <= lens[r] <= T = lens[0]
+        l = lens[r]
+        bad |= bs[l - 1] <= r
+        if l < T:
+            bad |= bs[l] > r
+    cdef uint64_t run = 0       # unsigned: bad tables may wrap it, never UB
+    with nogil:
+        prev = bs[0]
+        for t in range(T):      # sum(bs) == sum(lens) once the checks hold: no overflow
+            bad |= bs[t] > prev
+            prev = bs[t]
+            offs[t] = <int64_t>run
+            run += <uint64_t>prev
+        offs[T] = <int64_t>run
+    if bad:
+        _rank_tables_error(lens, B, bs, T)
+    return acc
+
+
+cdef int _rank_tables_error(const int64_t* lens, Py_ssize_t B, const int64_t* bs,
+                            Py_ssize_t T) except -1:
+    """Raise ValueError naming the first step ``t`` whose ``bs[t]`` is not the number
+    of the rank-ordered lengths ``lens`` (sorted, >= 1, ``lens[0] == T``) above ``t``:
+    :func:`_rank_tables` found one."""
+    cdef Py_ssize_t active = B, t
     for t in range(T):
         while active > 0 and lens[active - 1] <= t:
             active -= 1
         if bs[t] != active:
             raise ValueError(f"batch_sizes[{t}] = {bs[t]} does not match lengths "
                              f"({active} samples are longer than {t})")
-        if active > INT64_MAX - acc:
-            raise ValueError("the total length overflows int64")
-        offs[t] = acc
-        acc += active
-    offs[T] = acc
-    return acc
+    raise AssertionError("_rank_tables_error: the tables are consistent")
 
 
 # ---------------------------------------------------------------------------------------
@@ -668,10 +718,11 @@ cdef tuple _pack_rows(const uintptr_t* srcs_in, const int64_t* lens_in, Py_ssize
     if si_arr is not None:
         order = <const int64_t*>cnp.PyArray_DATA(si_arr)
     cdef int64_t total = 0
-    for t in range(T):          # sum(batch_sizes) == sum(lengths) <= B * max_len
-        if bs[t] > INT64_MAX - total:
+    cdef const int64_t* parts = bs if T <= B else lens_in    # the shorter: same sum
+    for t in range(T if T <= B else B):
+        if parts[t] > INT64_MAX - total:
             raise ValueError("the total length overflows int64")
-        total += bs[t]
+        total += parts[t]
     if row_bytes > 0 and total > INT64_MAX // row_bytes:
         raise ValueError(f"the packed data ({total} rows of {row_bytes} bytes) overflows int64")
     dims[0] = total

@@ -159,6 +159,61 @@ def test_scatter_rejects_inconsistent_metadata():
         _core.scatter([a.ctypes.data] * 2, [3, 1], None, [2, 2, 1], 8, out.ctypes.data)
     with pytest.raises(ValueError, match="not sorted"):
         _core.scatter([a.ctypes.data] * 2, [1, 3], None, [2, 1, 1], 8, out.ctypes.data)
+    # more steps than samples (the O(B) check): a first step above B, a last one short
+    with pytest.raises(ValueError, match=r"batch_sizes\[0\] = 2 does not match"):
+        _core.scatter([a.ctypes.data], [3], None, [2, 1, 1], 8, out.ctypes.data)
+    with pytest.raises(ValueError, match=r"batch_sizes\[2\] = 1 does not match"):
+        _core.scatter([a.ctypes.data] * 2, [3, 3], None, [2, 2, 1], 8, out.ctypes.data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=10),
+       st.sampled_from(["none", "bump", "drop", "append", "swap", "order", "lengths"]),
+       st.integers(0, 2**32 - 1))
+def test_scatter_takes_exactly_the_consistent_tables(lengths, change, seed):
+    """The tables check (O(B) plus one pass over the steps) against the plain one:
+    ``batch_sizes[t]`` must be the number of lengths above ``t`` for every step, the
+    order a permutation sorting the lengths. Whatever is changed, scatter either
+    raises ValueError before writing, or the tables were consistent and the output is
+    the reference's."""
+    rng = np.random.default_rng(seed)
+    samples = [np.arange(100 * i, 100 * i + n + 1, dtype=np.int64)     # a row to spare
+               for i, n in enumerate(lengths)]
+    bs = [sum(n > t for n in lengths) for t in range(max(lengths))]
+    order = reference_order(lengths)
+    lens = list(lengths)
+    if change == "bump":
+        t = int(rng.integers(len(bs)))
+        bs[t] += int(rng.choice([-2, -1, 1, 2]))
+    elif change == "drop":
+        bs.pop(int(rng.integers(len(bs))))
+    elif change == "append":
+        bs.insert(int(rng.integers(len(bs) + 1)), int(rng.integers(0, len(lens) + 2)))
+    elif change == "swap" and len(bs) > 1:
+        i, j = rng.choice(len(bs), size=2, replace=False)
+        bs[i], bs[j] = bs[j], bs[i]
+    elif change == "order" and len(order) > 1:
+        i, j = rng.choice(len(order), size=2, replace=False)
+        order[i], order[j] = order[j], order[i]
+    elif change == "lengths":
+        i = int(rng.integers(len(lens)))
+        lens[i] = max(0, lens[i] + int(rng.choice([-1, 1])))
+    ordered = [lens[i] for i in order]
+    consistent = (sorted(order) == list(range(len(lens))) and min(lens) >= 1
+                  and all(a >= b for a, b in zip(ordered, ordered[1:]))
+                  and bs == [sum(n > t for n in lens) for t in range(max(lens))])
+    total = sum(lens)
+    out = np.full(total + 8, -1, dtype=np.int64)
+    ptrs = np.array([s.ctypes.data for s in samples], dtype=np.int64)
+    if not consistent:
+        with pytest.raises(ValueError):
+            _core.scatter(ptrs, lens, order, bs, 8, out.ctypes.data)
+        assert (out == -1).all()
+        return
+    _core.scatter(ptrs, lens, order, bs, 8, out.ctypes.data)
+    got = [s[:n] for s, n in zip(samples, lens)]
+    np.testing.assert_array_equal(out[:total], reference_scatter(got, order))
+    assert (out[total:] == -1).all()
 
 
 def test_read_lists_range_checks_every_integer_width():
