@@ -76,10 +76,10 @@ static inline void fc_stream_row32(char *restrict dst, const char *restrict src,
 
 /* Tiled scatter for narrow rows (1, 2, 4, 8, 16 bytes: one element each). The packed
  * output is time-major: step t of ranks r0..r0+n-1 are n adjacent rows. For a tile of
- * FC_TR ranks that are all still active over tb steps, each step's rows are written as
- * one contiguous run while the tile's sources (tb elements each) stay in L1; ranks
- * that end inside the tile are copied one by one; once one sample is left, the rest
- * of it is contiguous in the output: one memcpy. With `partial`, the B ranks given
+ * FC_TR ranks over tb steps, each step's rows of the ranks still active are written as
+ * one contiguous run while the tile's sources (tb elements each) stay in L1
+ * (FC_TILE_BANDS); once one sample is left, the rest of it is contiguous in the
+ * output: one memcpy. With `partial`, the B ranks given
  * are a slice of the batch's (out, srcs and lens start at its first rank; offsets
  * are the whole batch's): the dense tails, which assume no other rank is active, are
  * skipped, and every row is written at offs[t] + r. */
@@ -205,19 +205,19 @@ static inline void fc_t8xn_u16(const char *const *sp, int64_t n, int64_t t, char
     for (; g < n; g++)
         for (int j = 0; j < 8; j++) memcpy(d[j] + g * 2, sp[g] + (t + j) * 2, 2);
 }
-#define FC_FAST_U16 if (n >= 8) for (; t + 8 <= t1; t += 8) \
-        fc_t8xn_u16(srcs + r0, n, t, (char *)o, offs, r0);
-#define FC_FAST_U8 if (n == FC_TR) for (; t + 16 <= t1; t += 16) \
+#define FC_FAST_U16(N) if ((N) >= 8) for (; t + 8 <= te; t += 8) \
+        fc_t8xn_u16(srcs + r0, (N), t, (char *)o, offs, r0);
+#define FC_FAST_U8(N) if ((N) == FC_TR) for (; t + 16 <= te; t += 16) \
         fc_t16x16_u8(sp, t, o, offs, r0);
-#define FC_FAST_U32 if (n >= 4) for (; t + 4 <= t1; t += 4) \
-        fc_t4xn_u32(srcs + r0, n, t, (char *)o, offs, r0);
-#define FC_FAST_U64 if (n >= 2) for (; t + 2 <= t1; t += 2) \
-        fc_t2xn_u64(srcs + r0, n, t, (char *)o, offs, r0);
+#define FC_FAST_U32(N) if ((N) >= 4) for (; t + 4 <= te; t += 4) \
+        fc_t4xn_u32(srcs + r0, (N), t, (char *)o, offs, r0);
+#define FC_FAST_U64(N) if ((N) >= 2) for (; t + 2 <= te; t += 2) \
+        fc_t2xn_u64(srcs + r0, (N), t, (char *)o, offs, r0);
 #else
-#define FC_FAST_U8
-#define FC_FAST_U16
-#define FC_FAST_U32
-#define FC_FAST_U64
+#define FC_FAST_U8(N)
+#define FC_FAST_U16(N)
+#define FC_FAST_U32(N)
+#define FC_FAST_U64(N)
 #endif
 
 /* A..: the few samples still active over [t0, lens[A-1]) fill a dense (steps x A)
@@ -225,6 +225,34 @@ static inline void fc_t8xn_u16(const char *const *sp, int64_t n, int64_t t, char
 #define FC_FEW(A_)                                                                      \
     for (int64_t i = 0; i < m; i++)                                                     \
         for (int k = 0; k < A_; k++) d[i * A_ + k] = sp[k][t0 + i];
+
+/* One tile's group of n ranks (r0..r0+n-1, n <= FC_TR) over steps [t0, t1), in bands:
+ * ranks are sorted by length, so the group's last rank still active bounds a band of
+ * steps over which the first n ranks all are, and each step of the band is one run of
+ * n adjacent rows (offs[t] + r0..). The band ends where that rank ends; the next band
+ * has the ranks left. No row is copied alone: a group whose samples end at different
+ * steps inside the tile (long-tailed lengths, short samples) stays on the vector path
+ * (FAST: n ranks, several steps in registers). */
+#define FC_NO_FAST(N)
+#define FC_TILE_BANDS(TYPE, FAST)                                                       \
+    for (int64_t t = t0; t < t1;) {                                                     \
+        while (n > 0 && lens[r0 + n - 1] <= t) n--;                                     \
+        if (n == 0) break;                                                              \
+        int64_t te = lens[r0 + n - 1] < t1 ? lens[r0 + n - 1] : t1;                     \
+        if (n == FC_TR) {      /* a constant count: the transposes unroll */            \
+            FAST(FC_TR)                                                                 \
+            for (; t < te; t++) {                                                       \
+                TYPE *d = o + offs[t] + r0;                                             \
+                for (int k = 0; k < FC_TR; k++) d[k] = sp[k][t];                        \
+            }                                                                           \
+        } else {                                                                        \
+            FAST(n)                                                                     \
+            for (; t < te; t++) {                                                       \
+                TYPE *d = o + offs[t] + r0;                                             \
+                for (int64_t k = 0; k < n; k++) d[k] = sp[k][t];                        \
+            }                                                                           \
+        }                                                                               \
+    }
 
 #define FC_DEFINE_TILED(NAME, TYPE, FAST)                                               \
 static void NAME(char *out, const char *const *srcs, const int64_t *lens,               \
@@ -250,30 +278,10 @@ static void NAME(char *out, const char *const *srcs, const int64_t *lens,       
             continue;                                                                   \
         }                                                                               \
         int64_t t1 = t0 + tb < T ? t0 + tb : T;                                         \
-        int64_t F = A;                                                                  \
-        while (F > 0 && lens[F - 1] < t1) F--;                                          \
-        for (int64_t r0 = 0; r0 < F; r0 += FC_TR) {                                     \
-            int64_t n = F - r0 < FC_TR ? F - r0 : FC_TR;                                \
+        for (int64_t r0 = 0; r0 < A; r0 += FC_TR) {                                     \
+            int64_t n = A - r0 < FC_TR ? A - r0 : FC_TR;                                \
             for (int64_t k = 0; k < n; k++) sp[k] = (const TYPE *)srcs[r0 + k];         \
-            if (n == FC_TR) {                                                           \
-                int64_t t = t0;                                                         \
-                FAST                                                                    \
-                for (; t < t1; t++) {                                                   \
-                    TYPE *d = o + offs[t] + r0;                                         \
-                    for (int k = 0; k < FC_TR; k++) d[k] = sp[k][t];                    \
-                }                                                                       \
-            } else {                                                                    \
-                int64_t t = t0;                                                         \
-                FAST                                                                    \
-                for (; t < t1; t++) {                                                   \
-                    TYPE *d = o + offs[t] + r0;                                         \
-                    for (int64_t k = 0; k < n; k++) d[k] = sp[k][t];                    \
-                }                                                                       \
-            }                                                                           \
-        }                                                                               \
-        for (int64_t r = F; r < A; r++) {                                               \
-            const TYPE *s = (const TYPE *)srcs[r];                                      \
-            for (int64_t t = t0; t < lens[r]; t++) o[offs[t] + r] = s[t];               \
+            FC_TILE_BANDS(TYPE, FAST)                                                   \
         }                                                                               \
         t0 = t1;                                                                        \
     }                                                                                   \
@@ -319,11 +327,11 @@ FC_CLONES FC_DEFINE_TILED(fc_tiled1, uint8_t, FC_FAST_U8)
 FC_CLONES FC_DEFINE_TILED(fc_tiled2, uint16_t, FC_FAST_U16)
 FC_CLONES FC_DEFINE_TILED(fc_tiled4, uint32_t, FC_FAST_U32)
 FC_CLONES FC_DEFINE_TILED(fc_tiled8, uint64_t, FC_FAST_U64)
-FC_CLONES FC_DEFINE_TILED(fc_tiled16, fc_u128, )
+FC_CLONES FC_DEFINE_TILED(fc_tiled16, fc_u128, FC_NO_FAST)
 FC_CLONES FC_DEFINE_TILED(fc_tiled2u, fc_u16u, FC_FAST_U16)
 FC_CLONES FC_DEFINE_TILED(fc_tiled4u, fc_u32u, FC_FAST_U32)
 FC_CLONES FC_DEFINE_TILED(fc_tiled8u, fc_u64u, FC_FAST_U64)
-FC_CLONES FC_DEFINE_TILED(fc_tiled16u, fc_u128u, )
+FC_CLONES FC_DEFINE_TILED(fc_tiled16u, fc_u128u, FC_NO_FAST)
 FC_CLONES FC_DEFINE_PANEL(fc_panel1, uint8_t)
 FC_CLONES FC_DEFINE_PANEL(fc_panel2, uint16_t)
 FC_CLONES FC_DEFINE_PANEL(fc_panel4, uint32_t)

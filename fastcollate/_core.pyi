@@ -26,6 +26,7 @@ def scatter(src_ptrs: ArrayLike, lengths: ArrayLike, sorted_indices: Optional[Ar
             snapshot: Optional[IntArray] = ..., tile: int = ...) -> None: ...
 PANEL_MIN_BYTES: int
 PANEL_RANKS: int
+TILE_STEPS: int
 def panel_min_bytes(n: int | None = ...) -> int: ...
 def set_packed_factories(from_numpy: Any, packed_type: type, torch_dtypes: Any,
                          tensor_type: Optional[type] = ..., cat: Any = ...,

@@ -103,14 +103,15 @@ def test_windows_of_one_buffer_in_the_same_cache_sets_match_the_reference(row_by
 
 def test_choose_tile_tiles_only_narrow_rows_of_long_batches():
     assert _core.choose_tile(8, 1000) > 0 and _core.choose_tile(1, 64) > 0
-    assert _core.choose_tile(8, 4) == 0          # short batches: the blocked loop
+    assert _core.choose_tile(8, 4) == 0          # under 8 steps: the blocked loop
+    assert _core.choose_tile(8, 8) == _core.choose_tile(2, 32) == _core.TILE_STEPS
     assert _core.choose_tile(320, 1000) == 0     # wide rows: the blocked loop
     # outputs beyond the caches: panels of ranks, except for 1-byte rows
     big = _core.PANEL_MIN_BYTES
     assert _core.choose_tile(8, 1000, 8192, big) == -_core.PANEL_RANKS
     assert _core.choose_tile(4, 8, 8192, big) == -_core.PANEL_RANKS
-    assert _core.choose_tile(8, 1000, 1024, big - 1) == 64
-    assert _core.choose_tile(1, 1000, 8192, big) == 64
+    assert _core.choose_tile(8, 1000, 1024, big - 1) == _core.TILE_STEPS
+    assert _core.choose_tile(1, 1000, 8192, big) == _core.TILE_STEPS
     assert _core.choose_tile(320, 1000, 8192, big) == 0
 
 
