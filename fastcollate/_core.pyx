@@ -1519,7 +1519,9 @@ def pad_scatter(src_ptrs, lengths, Py_ssize_t T, Py_ssize_t row_bytes, uintptr_t
     pattern whose length divides ``row_bytes`` (one element, or a whole row), repeated
     (None: zeros). ``left`` puts the padding before the data. ``stream``: non-temporal
     stores for the batch-first bulk copies (1: 16-byte, 2: 32-byte where the CPU has
-    AVX2), -1 (default) picks 2 when the output is over ``STREAM_MIN_BYTES``.
+    AVX2) and for time-major rows of >= 64 bytes (a multiple of 16, at a 16-byte
+    aligned ``out_ptr``), -1 (default) picks 2 when the output is over
+    ``STREAM_MIN_BYTES``.
     ``storages``/``snapshot`` as in :func:`scatter`. The GIL is released; the tables
     are copied first, so a caller changing them meanwhile cannot void the checks.
     """

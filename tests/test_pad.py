@@ -114,3 +114,67 @@ def test_time_major_padding_of_narrow_rows_equals_torch(dtype, side, B, offset):
     got = fastcollate.pad(samples, batch_first=False, padding_side=side, padding_value=7)
     want = pad_sequence(tensors, batch_first=False, padding_side=side, padding_value=7)
     assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64])
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("B", [16, 35])
+def test_time_major_padding_of_groups_with_long_common_steps_equals_torch(dtype, side, B):
+    """Groups of 16 whose shortest sample has >= 16 steps, so that 1-byte rows go
+    through the 16 x 16 register transposes too, with the rest of each group written
+    step by step (the longest first: one long sample among short ones, as in a long
+    tail), and empty samples in the last group."""
+    rng = np.random.default_rng(B)
+    lengths = [int(n) for n in rng.integers(16, 90, size=B)]
+    lengths[3] = 700
+    lengths[-1] = 0
+    samples = [rng.integers(0, 100, size=n).astype(dtype) for n in lengths]
+    tensors = [torch.from_numpy(s) for s in samples]
+    got = fastcollate.pad(samples, batch_first=False, padding_side=side, padding_value=7)
+    want = pad_sequence(tensors, batch_first=False, padding_side=side, padding_value=7)
+    assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("row", [(4,), (20,), (80,), (33,)])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_time_major_padding_of_wide_rows_equals_torch(row, side):
+    """Rows of 16 bytes and wider in tiles of steps x samples; the outputs are over 1 MB,
+    so rows of >= 64 bytes (multiples of 16) are stored non-temporally, 132-byte rows
+    (not a multiple of 16) are not."""
+    rng = np.random.default_rng(row[0])
+    lengths = [int(n) for n in rng.integers(1, 1200, size=21 if row[0] >= 20 else 120)]
+    samples = [rng.standard_normal((n,) + row).astype(np.float32) for n in lengths]
+    tensors = [torch.from_numpy(s) for s in samples]
+    got = fastcollate.pad(samples, batch_first=False, padding_side=side, padding_value=-2.5)
+    want = pad_sequence(tensors, batch_first=False, padding_side=side, padding_value=-2.5)
+    assert got.nbytes >= 1 << 20
+    assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("offset", [0, 4])
+@pytest.mark.parametrize("stream", [0, 2])
+def test_time_major_pad_scatter_of_wide_rows_skips_null_sources(offset, stream):
+    """pad_scatter into a caller's buffer (at a 16-byte aligned address, or 4 bytes off
+    it: no non-temporal stores there): a sample given as address 0 only gets its
+    padding, every other row is the reference's."""
+    from fastcollate import _core
+    rng = np.random.default_rng(offset + stream)
+    lengths = [int(n) for n in rng.integers(0, 300, size=9)]
+    T, row_bytes = max(lengths), 128
+    samples = [rng.integers(0, 256, size=(n, row_bytes), dtype=np.uint8) for n in lengths]
+    ptrs = [s.ctypes.data if i != 2 else 0 for i, s in enumerate(samples)]
+    buf = np.full(T * len(lengths) * row_bytes + 64, 0xEE, dtype=np.uint8)
+    start = (-buf.ctypes.data) % 16 + offset
+    out = buf[start:start + T * len(lengths) * row_bytes].reshape(T, len(lengths), row_bytes)
+    pattern = bytes([1, 2, 3, 4])
+    _core.pad_scatter(ptrs, lengths, T, row_bytes, out.ctypes.data, batch_first=False,
+                      left=True, pad_row=pattern, stream=stream)
+    want = np.tile(np.frombuffer(pattern, np.uint8), row_bytes // 4)
+    want = np.broadcast_to(want, out.shape).copy()
+    for i, s in enumerate(samples):
+        if i == 2:
+            want[T - len(s):, i] = 0xEE      # its data rows are left as they were
+        elif len(s):
+            want[T - len(s):, i] = s
+    np.testing.assert_array_equal(out, want)
+    assert (buf[:start] == 0xEE).all() and (buf[start + out.nbytes:] == 0xEE).all()
