@@ -638,9 +638,9 @@ static int fc_pad_tm_narrow(char *out, const char *const *srcs, const int64_t *l
             int64_t a = shift > t0 ? shift : t0, b = shift + L < t1 ? shift + L : t1;   \
             if (a > b) a = b = t1;                                                      \
             TYPE *d = (TYPE *)out + i;                                                  \
-            const TYPE *src = (const TYPE *)srcs[i] - shift;                            \
+            const TYPE *src = (const TYPE *)srcs[i];    /* NULL: padding only */        \
             for (int64_t t = t0; t < a; t++) d[t * ldb] = pv;                           \
-            if (srcs[i] != NULL) for (int64_t t = a; t < b; t++) d[t * ldb] = src[t];   \
+            if (src != NULL) for (int64_t t = a; t < b; t++) d[t * ldb] = src[t - shift]; \
             for (int64_t t = b; t < t1; t++) d[t * ldb] = pv;                           \
         }                                                                               \
     }

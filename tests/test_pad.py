@@ -153,14 +153,16 @@ def test_time_major_padding_of_wide_rows_equals_torch(row, side):
 
 @pytest.mark.parametrize("offset", [0, 4])
 @pytest.mark.parametrize("stream", [0, 2])
-def test_time_major_pad_scatter_of_wide_rows_skips_null_sources(offset, stream):
+@pytest.mark.parametrize("row_bytes", [16, 128])
+def test_time_major_pad_scatter_of_wide_rows_skips_null_sources(offset, stream, row_bytes):
     """pad_scatter into a caller's buffer (at a 16-byte aligned address, or 4 bytes off
     it: no non-temporal stores there): a sample given as address 0 only gets its
-    padding, every other row is the reference's."""
+    padding (left padding: its rows start past step 0), every other row is the
+    reference's."""
     from fastcollate import _core
     rng = np.random.default_rng(offset + stream)
     lengths = [int(n) for n in rng.integers(0, 300, size=9)]
-    T, row_bytes = max(lengths), 128
+    T = max(lengths)
     samples = [rng.integers(0, 256, size=(n, row_bytes), dtype=np.uint8) for n in lengths]
     ptrs = [s.ctypes.data if i != 2 else 0 for i, s in enumerate(samples)]
     buf = np.full(T * len(lengths) * row_bytes + 64, 0xEE, dtype=np.uint8)
