@@ -518,19 +518,6 @@ static void fc_bulk_zero(char *dst, size_t n, int stream)
     memset(dst, 0, n);
 }
 
-/* Time-major padding of narrow rows (1, 2, 4 or 8 bytes, every source given): each
- * step's B slots are filled with the padding first (one run per step), then the
- * samples are written 16 at a time in input order. Over the steps where all 16 of a
- * group hold data, the register transposes of the tiled kernel write each step's 16
- * slots at once: with left padding a sample's data ends at step T, so the group's
- * common steps are its last m = min(lengths) and each source starts L - m rows in
- * (tokens, 256 x ~37 int64: 251 -> 51 us; element by element, each slot of each
- * step was its own store and each padding slot its own memset). The rest of the
- * group's data (FC_PAD_TM_REST) is then written step by step, each step's slots in
- * one run (sample by sample it was a column walk, a line fetched per element: bytes,
- * 512 x ~1000 uint8, 3.6 -> 0.35 ms; big, 8192 x ~500 int64, 22 -> 12 ms; long-tail
- * 81-104 -> 71 us). Returns -1 (nothing written) when the step table cannot be
- * allocated. */
 /* fc_pad_tm_narrow's rest of a group (samples r0..r0+n-1) over output steps
  * [lo, hi): ord[] holds the group's samples by length, longest first, so the samples
  * with data at a step are its first `live` ones (past the common steps, sample k has
@@ -550,6 +537,19 @@ static void fc_bulk_zero(char *dst, size_t n, int stream)
         }                                                                               \
     }
 
+/* Time-major padding of narrow rows (1, 2, 4 or 8 bytes, every source given): each
+ * step's B slots are filled with the padding first (one run per step), then the
+ * samples are written 16 at a time in input order. Over the steps where all 16 of a
+ * group hold data, the register transposes of the tiled kernel write each step's 16
+ * slots at once: with left padding a sample's data ends at step T, so the group's
+ * common steps are its last m = min(lengths) and each source starts L - m rows in
+ * (tokens, 256 x ~37 int64: 251 -> 51 us; element by element, each slot of each
+ * step was its own store and each padding slot its own memset). The rest of the
+ * group's data (FC_PAD_TM_REST) is then written step by step, each step's slots in
+ * one run (sample by sample it was a column walk, a line fetched per element: bytes,
+ * 512 x ~1000 uint8, 3.6 -> 0.35 ms; big, 8192 x ~500 int64, 22 -> 12 ms; long-tail
+ * 81-104 -> 71 us). Returns -1 (nothing written) when the step table cannot be
+ * allocated. */
 #ifdef FC_HAVE_STREAM
 FC_CLONES
 static int fc_pad_tm_narrow(char *out, const char *const *srcs, const int64_t *lens,
@@ -594,7 +594,7 @@ static int fc_pad_tm_narrow(char *out, const char *const *srcs, const int64_t *l
         /* the rest of each sample, its steps outside the common ones, step by step:
          * each step's n slots are one run of the output (sample by sample, every row
          * would land B rows after the last, a line fetched per row: bytes 512 x
-         * ~1000 uint8 3.6 -> 0.3 ms) */
+         * ~1000 uint8 3.6 -> 0.35 ms) */
         int64_t lmax = m;
         int ord[FC_TR];                 /* the group by length, longest first */
         for (int k = 0; k < (int)n; k++) {

@@ -449,9 +449,9 @@ cdef int64_t _rank_tables(const int64_t* lens_in, const int64_t* order, Py_ssize
     With fewer steps than samples, one walk over the steps checks each batch size
     against the samples still active. With more (a few long samples: thousands of
     steps per sample), O(B) checks plus one branch-free pass over the steps do, since
-    with the lengths non-increasing
-    in rank order, ``bs[t] == #{r: lens[r] > t}`` for every ``t < T = lens[0]`` holds
-    exactly when ``bs`` is non-increasing, ``bs[0] == B``, and for every rank ``r``,
+    with the lengths non-increasing in rank order, ``bs[t] == #{r: lens[r] > t}`` for
+    every ``t < T = lens[0]`` holds exactly when ``bs`` is non-increasing,
+    ``bs[0] == B``, and for every rank ``r``,
     ``bs[lens[r] - 1] > r`` (still active at its last step) and ``bs[lens[r]] <= r``
     (gone after it; for ``lens[r] < T``). For the ``k`` ranks active at step ``t``,
     rank ``k - 1``'s first condition bounds ``bs[t]`` below by ``k`` and rank ``k``'s
@@ -1600,10 +1600,10 @@ cpdef int64_t choose_tile(Py_ssize_t row_bytes, int64_t max_len, Py_ssize_t B=0,
     samples (short-many, 1024 x 1..32 int64: 12.9 -> 9.4 us; 4096 x ~8 int64: 42 ->
     27 us; 4096 x ~16 int32: 50 -> 29 us), only not below 8 steps (ties: 1..4), and
     ``TILE_STEPS`` = 128 steps per tile beat 64 by 0-20% (uint8 256 x ~512: 18.4 ->
-    14.5 us, int32 4096 x ~64: 67 -> 61 us). Outputs of ``PANEL_MIN_BYTES`` or more (:func:`panel_min_bytes`),
-    beyond the caches, run faster in panels of ``PANEL_RANKS`` ranks, which write each
-    step's rows as runs of
-    kilobytes instead of one cache line per step and tile (against the best tiles:
+    14.5 us, int32 4096 x ~64: 67 -> 61 us). Outputs of ``PANEL_MIN_BYTES`` or more
+    (:func:`panel_min_bytes`), beyond the caches, run faster in panels of
+    ``PANEL_RANKS`` ranks, which write each step's rows as runs of kilobytes instead
+    of one cache line per step and tile (against the best tiles:
     int64 4096 x ~512 3.4 -> 3.0 ms, 16384 x ~512 15.6 -> 12.8 ms, 16384 x ~64 1.8 ->
     1.4 ms; int32 4096 x ~1000 5.9 -> 3.4 ms; uint16 16384 x ~512 10.8 -> 6.1 ms);
     in-cache outputs (1-4 MB) stay with the tiles (int64 256 x ~512: 59 against 68
