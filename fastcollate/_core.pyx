@@ -706,11 +706,13 @@ cdef bint _scan_like_first(list own, cnp.PyArray_Descr* d0, int nd0,
 
 cdef tuple _pack_rows(const uintptr_t* srcs_in, const int64_t* lens_in, Py_ssize_t B,
                       Py_ssize_t row_bytes, cnp.dtype descr, int nd, cnp.npy_intp* dims,
-                      bint enforce_sorted):
+                      bint enforce_sorted, list storages=None, snapshot=None):
     """Sort ``B`` samples (``lens_in[i]`` contiguous rows of ``row_bytes`` bytes at
     ``srcs_in[i]``, kept alive by the caller), allocate the packed output (shape
     ``dims``: ``dims[0]`` is set here, ``dims[1:]`` is the row) and scatter into it.
-    Returns ``(data, batch_sizes, sorted_indices, unsorted_indices)`` as arrays."""
+    Returns ``(data, batch_sizes, sorted_indices, unsorted_indices)`` as arrays.
+    ``storages``/``snapshot`` (tensor sources, :func:`tensor_sources`) are checked by
+    :func:`check_storages` right before the copy releases the GIL."""
     bs_arr, si_arr, ui_arr = _count_sort(lens_in, B, enforce_sorted)
     cdef Py_ssize_t T = (<cnp.ndarray>bs_arr).shape[0], t
     cdef const int64_t* bs = <const int64_t*>cnp.PyArray_DATA(bs_arr)
@@ -727,6 +729,8 @@ cdef tuple _pack_rows(const uintptr_t* srcs_in, const int64_t* lens_in, Py_ssize
         raise ValueError(f"the packed data ({total} rows of {row_bytes} bytes) overflows int64")
     dims[0] = total
     cdef cnp.ndarray data = _new_rows(descr, nd, dims, <size_t>(total * row_bytes))
+    if storages is not None:
+        check_storages(storages, snapshot)
     if row_bytes > 0:
         _scatter_ranked(<char*>cnp.PyArray_DATA(data), srcs_in, lens_in, order, B, bs, T,
                         row_bytes, 0, -1, -1)
@@ -741,27 +745,33 @@ cdef uint64_t _torch_typenums = 0   # bit n: native NumPy type number n, which t
 cdef object _tensor_type = None     # torch.Tensor, torch.cat and the direct-read threshold
 cdef object _cat = None             # for batches of small tensors (pack_tensors)
 cdef int64_t _direct_bytes = 0
+cdef dict _np_of_torch = {}         # torch dtype -> its NumPy dtype (pack_tensors' direct reads)
 
 
 def set_packed_factories(from_numpy, packed_type, torch_dtypes, tensor_type=None, cat=None,
                          int64_t direct_bytes=0):
     """Give :func:`pack_packed` ``torch.from_numpy``, ``PackedSequence``, the NumPy
-    dtypes torch has and, for tensor batches, ``torch.Tensor``, ``torch.cat`` and
+    dtypes torch has (a dict: NumPy dtype -> torch dtype) and, for tensor batches, ``torch.Tensor``, ``torch.cat`` and
     :func:`pack_tensors`' ``direct_bytes`` (fastcollate.packing does, at import)."""
     global _from_numpy, _tuple_new, _packed_type, _torch_typenums
-    global _tensor_type, _cat, _direct_bytes
+    global _tensor_type, _cat, _direct_bytes, _np_of_torch
     if not (isinstance(packed_type, type) and issubclass(packed_type, tuple)):
         raise TypeError("packed_type must be a tuple subclass")
     if tensor_type is not None and not (isinstance(tensor_type, type) and callable(cat)):
         raise TypeError("tensor_type must be a type and cat a callable")
     _tensor_type, _cat, _direct_bytes = tensor_type, cat, direct_bytes
     cdef uint64_t bits = 0
+    cdef dict np_of = {}
+    for d, t in torch_dtypes.items():
+        if d.isnative and _plain_numbers(<cnp.PyArray_Descr*>d):
+            np_of[t] = d
     for c in np.typecodes["All"]:       # every type number, e.g. 'q' and 'l' for int64
         d = np.dtype(c)
         if d in torch_dtypes and d.isnative and 0 <= d.num < 64:
             bits |= (<uint64_t>1) << d.num
     _from_numpy, _tuple_new, _packed_type, _torch_typenums = (
         from_numpy, tuple.__new__, packed_type, bits)
+    _np_of_torch = np_of
 
 
 def pack_packed(seqs, bint enforce_sorted=False):
@@ -1120,7 +1130,10 @@ def pack_tensors(seqs, tensor_type, cat, int64_t direct_bytes, bint enforce_sort
     """
     cdef list own = list(seqs)
     cdef double nbytes = 0
-    numels = _small_numels(own, tensor_type, direct_bytes, &nbytes)
+    cdef bint large = False
+    numels = _small_numels(own, tensor_type, direct_bytes, &nbytes, &large)
+    if large:
+        return _pack_tensor_sources(own, tensor_type, enforce_sorted)
     if numels is None:
         return None
     if nbytes > 4.0 * <double>chunk_bytes:
@@ -1129,11 +1142,12 @@ def pack_tensors(seqs, tensor_type, cat, int64_t direct_bytes, bint enforce_sort
     return None if src is None else pack_flat(src, numels, enforce_sorted)
 
 
-cdef object _small_numels(list own, tensor_type, int64_t direct_bytes, double* nbytes):
+cdef object _small_numels(list own, tensor_type, int64_t direct_bytes, double* nbytes,
+                          bint* large=NULL):
     """``numel()`` of every sample (:func:`tensor_numels`) and, in ``nbytes``, their
     bytes (sample 0's element size); None for an empty batch, a sample that is not an
     exact ``tensor_type``, or samples averaging ``direct_bytes`` or more (reading each
-    tensor directly then beats a concatenation's copy)."""
+    tensor directly then beats a concatenation's copy: ``large`` is then set)."""
     cdef Py_ssize_t B = len(own), i
     if B == 0:
         return None
@@ -1146,8 +1160,39 @@ cdef object _small_numels(list own, tensor_type, int64_t direct_bytes, double* n
         total += <double>n[i]
     nbytes[0] = total * <double>own[0].element_size()
     if nbytes[0] >= <double>direct_bytes * <double>B:
+        if large != NULL:
+            large[0] = True
         return None
     return numels
+
+
+cdef object _pack_tensor_sources(list own, tensor_type, bint enforce_sorted):
+    """:func:`pack_tensors` of a batch of large samples: each tensor read where it lies
+    (:func:`tensor_sources`: exact CPU tensors of sample 0's dtype and row, contiguous,
+    without grad, their storages big enough), then sort, allocation and scatter as for
+    NumPy batches; the storages are checked again right before the copy. None for a
+    dtype NumPy lacks or a sample :func:`tensor_sources` declines (the planned path
+    then concatenates or names it)."""
+    cdef object t0 = own[0]
+    dtype = t0.dtype
+    cdef object descr = _np_of_torch.get(dtype)
+    cdef tuple shape0 = tuple(t0.shape)
+    cdef Py_ssize_t B = len(own), k, nd = PyTuple_GET_SIZE(shape0)
+    if descr is None or nd < 1 or nd > 64:
+        return None
+    cdef tuple row = shape0[1:]
+    found = _tensor_sources(own, tensor_type, dtype, row)
+    if found is None:
+        return None
+    ptrs_arr, lens_arr, storages, snapshot = <tuple>found
+    cdef cnp.npy_intp out_dims[64]
+    cdef Py_ssize_t row_bytes = (<cnp.dtype>descr).itemsize
+    for k in range(1, nd):
+        out_dims[k] = <object>PyTuple_GET_ITEM(shape0, k)
+        row_bytes *= out_dims[k]
+    return _pack_rows(<const uintptr_t*>cnp.PyArray_DATA(<cnp.ndarray>ptrs_arr),
+                      <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>lens_arr), B, row_bytes,
+                      <cnp.dtype>descr, nd, out_dims, enforce_sorted, storages, snapshot)
 
 
 cdef inline Py_ssize_t _chunk_end(const int64_t* lens, Py_ssize_t r0, Py_ssize_t B,
@@ -2174,6 +2219,12 @@ def tensor_sources(seqs, tensor_type, dtype, tuple row):
     reallocated (``resize_``) since. A storage smaller than its tensor's shape needs
     raises ValueError naming the sample.
     """
+    return _tensor_sources(seqs, tensor_type, dtype, row)
+
+
+@cython.boundscheck(True)
+cdef object _tensor_sources(seqs, tensor_type, dtype, tuple row):
+    """:func:`tensor_sources`."""
     cdef Py_ssize_t B = len(seqs), i, k, nd = PyTuple_GET_SIZE(row) + 1
     cdef cnp.ndarray ptrs_arr = np.empty(B, dtype=np.int64)
     cdef cnp.ndarray lens_arr = np.empty(B, dtype=np.int64)

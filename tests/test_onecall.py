@@ -76,6 +76,21 @@ def test_pack_tensors_equals_the_reference(case, strided):
     assert_matches_reference(packed, samples, enforce_sorted)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(uniform_batches(), st.booleans())
+def test_pack_tensors_reads_large_samples_directly(case, viewed):
+    """Samples averaging ``direct_bytes`` or more are read where they lie (no
+    concatenation) and scattered in the same call; views into a larger storage
+    (an offset into it) are read from their own first row."""
+    samples, enforce_sorted = case
+    if samples[0][0].numel() == 0:
+        return
+    tensors = [torch.cat([s[:1], s])[1:] if viewed else s for s in samples]
+    packed = _core.pack_tensors(tensors, torch.Tensor, torch.cat, 0, enforce_sorted)
+    assert packed is not None
+    assert_matches_reference(packed, samples, enforce_sorted)
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(uniform_batches(), st.integers(1, 4096), st.booleans())
 def test_pack_tensors_in_chunks_equals_the_reference(case, chunk_bytes, mixed):
@@ -258,7 +273,8 @@ def _odd_tensors():
         "zero-dimensional": [torch.tensor(1.0), torch.tensor(2.0)],
         "a legacy empty beside rows": [torch.zeros(2, 3), torch.zeros(0)],
         "zero length": [t, t[:0]],
-        "large samples": [torch.zeros(1024), torch.zeros(1024)],
+        "large strided samples": [torch.zeros(2048)[::2], torch.zeros(2048)[::2]],
+        "large samples of two dtypes": [torch.zeros(1024), torch.zeros(1024).double()],
     }
 
 
@@ -556,12 +572,15 @@ def test_cat_tensors_and_pad_flat_refuse_what_they_cannot_take():
     assert _core.pad_flat(src, np.array([4, 2]), True, True)[1].tolist() == [0, 0, 4, 5]
 
 
-def test_pack_packed_packs_small_tensors_and_declines_large_ones_once(monkeypatch):
+def test_pack_packed_packs_tensors_and_declines_odd_ones_once(monkeypatch):
     small = [torch.arange(3), torch.arange(5), torch.arange(1)]
     p = _core.pack_packed(small)
     assert type(p) is PackedSequence and p.data.tolist() == [0, 0, 0, 1, 1, 2, 2, 3, 4]
     assert p.sorted_indices.tolist() == [1, 0, 2]
     large = [torch.arange(2000), torch.arange(1000)]      # 8 KB samples: read directly
+    p = _core.pack_packed(large)
+    assert type(p) is PackedSequence and p.data[:5].tolist() == [0, 0, 1, 1, 2]
+    large = [torch.arange(4000)[::2], torch.arange(1000)]   # strided: the planned path
     assert _core.pack_packed(large) is None
     assert _core.pack_packed([torch.arange(3).float().requires_grad_()]) is None
     calls = []
@@ -569,7 +588,7 @@ def test_pack_packed_packs_small_tensors_and_declines_large_ones_once(monkeypatc
     monkeypatch.setattr(packing, "packed_in_one_call",
                         lambda *a: calls.append(1) or real(*a))
     q = fastcollate.pack(large)          # pack_packed declined it: not asked again
-    assert calls == [] and q.data[:4].tolist() == [0, 0, 1, 1]
+    assert calls == [] and q.data[:4].tolist() == [0, 0, 2, 1]
 
 
 def test_pack_of_tensors_under_a_torch_function_mode_takes_the_general_path():
