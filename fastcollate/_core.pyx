@@ -776,7 +776,7 @@ def set_packed_factories(from_numpy, packed_type, torch_dtypes, tensor_type=None
 
 def pack_packed(seqs, bint enforce_sorted=False):
     """:func:`pack_arrays` of a list or tuple of NumPy arrays, or :func:`pack_tensors`
-    of one of small exact tensors, returned as a ``PackedSequence`` sharing the
+    of one of exact tensors, returned as a ``PackedSequence`` sharing the
     arrays' memory (``from_numpy``, made with ``tuple.__new__`` as
     ``PackedSequence._make`` does: the fields are already right): the whole of
     :func:`fastcollate.pack` for such batches in one call (~3 us at B=16 against ~3.9
@@ -1104,15 +1104,16 @@ CHUNK_BYTES = 256 << 10
 
 def pack_tensors(seqs, tensor_type, cat, int64_t direct_bytes, bint enforce_sorted=False,
                  int64_t chunk_bytes=CHUNK_BYTES):
-    """:func:`fastcollate.pack` of a batch of small exact CPU tensors in one call:
+    """:func:`fastcollate.pack` of a batch of exact CPU tensors in one call:
     ``numel()`` of every sample, ``cat(samples)`` (``torch.cat``: it validates
     dtypes, devices and rows, promotes mixed dtypes, copies any strides), its NumPy
     view, then :func:`pack_flat`. ``tensor_type`` and ``cat`` are ``torch.Tensor`` and
-    ``torch.cat`` (this module does not import torch).
+    ``torch.cat`` (this module does not import torch). Samples averaging
+    ``direct_bytes`` or more (sample 0's element size times the elements) are instead
+    read where they lie, without the concatenation's copy (:func:`tensor_sources`:
+    one dtype, contiguous; None otherwise, and the planned path concatenates them).
 
     None, with nothing allocated, when a sample is not an exact ``tensor_type``, when
-    the samples average ``direct_bytes`` or more (sample 0's element size times the
-    elements: reading each tensor directly then beats the concatenation's copy), when
     ``cat`` refuses the batch, when the concatenation has no NumPy view (requiring
     grad, not on the CPU, a conjugate or negative view, a dtype NumPy lacks) or when
     :func:`pack_flat` cannot split it: the caller's general path handles or names it.

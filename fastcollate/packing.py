@@ -978,9 +978,10 @@ def packed_in_one_call(sequences: Sequence[Any], enforce_sorted: bool
     - Small exact CPU tensors (``_core.pack_tensors``): one ``numel()`` per tensor, one
       ``torch.cat`` (which validates and promotes like torch), then sort, allocation
       and scatter from the concatenation (a chunk of ranks at a time for batches over
-      ``_core.CHUNK_BYTES``: peak memory is the output plus one chunk). None for
-      batches of large samples (``_DIRECT_TENSOR_BYTES`` on average: the planned path
-      reads each tensor directly, without the concatenation's copy), for anything
+      ``_core.CHUNK_BYTES``: peak memory is the output plus one chunk). Batches of
+      large samples (``_DIRECT_TENSOR_BYTES`` on average) are read tensor by tensor
+      where they lie, without the concatenation's copy. None for strided large
+      samples (the planned path concatenates them), for anything
       torch.cat refuses or the kernel cannot split (a zero-length sample, chunks of
       different dtypes...), and for outputs that need torch ops (requiring grad, CUDA).
 
