@@ -751,8 +751,9 @@ cdef dict _np_of_torch = {}         # torch dtype -> its NumPy dtype (pack_tenso
 def set_packed_factories(from_numpy, packed_type, torch_dtypes, tensor_type=None, cat=None,
                          int64_t direct_bytes=0):
     """Give :func:`pack_packed` ``torch.from_numpy``, ``PackedSequence``, the NumPy
-    dtypes torch has (a dict: NumPy dtype -> torch dtype) and, for tensor batches, ``torch.Tensor``, ``torch.cat`` and
-    :func:`pack_tensors`' ``direct_bytes`` (fastcollate.packing does, at import)."""
+    dtypes torch has (a dict: NumPy dtype -> torch dtype) and, for tensor batches,
+    ``torch.Tensor``, ``torch.cat`` and :func:`pack_tensors`' ``direct_bytes``
+    (fastcollate.packing does, at import)."""
     global _from_numpy, _tuple_new, _packed_type, _torch_typenums
     global _tensor_type, _cat, _direct_bytes, _np_of_torch
     if not (isinstance(packed_type, type) and issubclass(packed_type, tuple)):
