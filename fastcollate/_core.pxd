@@ -11,7 +11,7 @@ cdef bint _like_first(cnp.ndarray a, cnp.PyArray_Descr* d0, int nd0,
                       const cnp.npy_intp* dims0) noexcept
 cdef tuple _pack_rows(const uintptr_t* srcs_in, const int64_t* lens_in, Py_ssize_t B,
                       Py_ssize_t row_bytes, cnp.dtype descr, int nd, cnp.npy_intp* dims,
-                      bint enforce_sorted, list storages=*, snapshot=*)
+                      bint enforce_sorted)
 cdef bint _scan_like_first(list own, cnp.PyArray_Descr* d0, int nd0,
                            const cnp.npy_intp* dims0, uintptr_t* ptrs, int64_t* lens)
 cdef int64_t _rank_tables(const int64_t* lens_in, const int64_t* order, Py_ssize_t B,

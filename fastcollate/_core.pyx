@@ -154,6 +154,90 @@ cdef class _Attr:
         return self.get(x)
 
 
+cdef extern from *:
+    """
+    /* A type's CPython version tag, 0 when it has none: CPython gives a type a new,
+       never reused tag whenever the type or a base class is modified (an attribute
+       set or deleted), and 0 until one is next assigned. */
+    static unsigned int fc_type_tag(PyObject* t) {
+        PyTypeObject* tp = (PyTypeObject*)t;
+    #ifdef Py_TPFLAGS_VALID_VERSION_TAG
+        if (!(tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) return 0;
+    #endif
+        return tp->tp_version_tag;
+    }
+    """
+    unsigned int fc_type_tag(PyObject* t)
+
+
+@cython.final
+cdef class _StorageReads:
+    """``data_ptr()`` and ``nbytes()`` of one storage type (:class:`_Attr`), with the
+    type's version tag when they were built. Never changed once built: a caller
+    holding one reads consistently whatever re-entrant code does to the cache."""
+    cdef object tp
+    cdef unsigned int tag
+    cdef _Attr data_ptr, nbytes
+
+    def __cinit__(self, tp):
+        self.tp = tp
+        self.data_ptr = _Attr(tp, "data_ptr")
+        self.nbytes = _Attr(tp, "nbytes")
+        self.tag = fc_type_tag(<PyObject*>tp)   # after the lookups, which assign one
+
+
+@cython.final
+cdef class _TensorReads:
+    """The :class:`_Attr` reads of one tensor type that the tensor paths make, and of
+    its storage type, built once instead of per call (~1 us for the dozen of the
+    direct path). :func:`_tensor_reads` rebuilds them whenever the type's version tag
+    changes (and :meth:`storage_reads` the storage type's), so a patched attribute is
+    read the new way."""
+    cdef object tp
+    cdef unsigned int tag
+    cdef _Attr numel, dim, shape, dtype, is_cpu, requires_grad, is_contiguous
+    cdef _Attr is_neg, is_conj, untyped_storage, storage_offset
+    cdef _StorageReads storage
+
+    def __cinit__(self, tp):
+        self.tp = tp
+        self.numel = _Attr(tp, "numel")
+        self.dim = _Attr(tp, "dim")
+        self.shape = _Attr(tp, "shape", False)
+        self.dtype = _Attr(tp, "dtype", False)
+        self.is_cpu = _Attr(tp, "is_cpu", False)
+        self.requires_grad = _Attr(tp, "requires_grad", False)
+        self.is_contiguous = _Attr(tp, "is_contiguous")
+        self.is_neg = _Attr(tp, "is_neg")
+        self.is_conj = _Attr(tp, "is_conj")
+        self.untyped_storage = _Attr(tp, "untyped_storage")
+        self.storage_offset = _Attr(tp, "storage_offset")
+        self.tag = fc_type_tag(<PyObject*>tp)   # after the lookups, which assign one
+
+    cdef _StorageReads storage_reads(self, object storage_type):
+        """The reads of ``storage_type`` (a type), cached while it is unchanged."""
+        cdef _StorageReads r = self.storage
+        if (r is None or r.tp is not storage_type or r.tag == 0
+                or fc_type_tag(<PyObject*>storage_type) != r.tag):
+            r = _StorageReads(storage_type)
+            self.storage = r
+        return r
+
+
+cdef _TensorReads _reads = None
+
+
+cdef _TensorReads _tensor_reads(tp):
+    """The cached :class:`_TensorReads` of ``tp``, rebuilt when ``tp`` differs from the
+    last one or was modified since."""
+    global _reads
+    cdef _TensorReads r = _reads
+    if r is None or r.tp is not tp or r.tag == 0 or fc_type_tag(<PyObject*>tp) != r.tag:
+        r = _TensorReads(tp)
+        _reads = r
+    return r
+
+
 # ---------------------------------------------------------------------------------------
 # Lengths, counting sort, batch_sizes
 # ---------------------------------------------------------------------------------------
@@ -706,19 +790,23 @@ cdef bint _scan_like_first(list own, cnp.PyArray_Descr* d0, int nd0,
 
 cdef tuple _pack_rows(const uintptr_t* srcs_in, const int64_t* lens_in, Py_ssize_t B,
                       Py_ssize_t row_bytes, cnp.dtype descr, int nd, cnp.npy_intp* dims,
-                      bint enforce_sorted, list storages=None, snapshot=None):
+                      bint enforce_sorted):
     """Sort ``B`` samples (``lens_in[i]`` contiguous rows of ``row_bytes`` bytes at
     ``srcs_in[i]``, kept alive by the caller), allocate the packed output (shape
     ``dims``: ``dims[0]`` is set here, ``dims[1:]`` is the row) and scatter into it.
-    Returns ``(data, batch_sizes, sorted_indices, unsorted_indices)`` as arrays.
-    ``storages``/``snapshot`` (tensor sources, :func:`tensor_sources`) are checked by
-    :func:`check_storages` right before the copy releases the GIL."""
+    Returns ``(data, batch_sizes, sorted_indices, unsorted_indices)`` as arrays."""
+    cdef tuple packed = _sort_alloc(lens_in, B, row_bytes, descr, nd, dims, enforce_sorted)
+    _scatter_packed(packed, srcs_in, lens_in, B, row_bytes)
+    return packed
+
+
+cdef tuple _sort_alloc(const int64_t* lens_in, Py_ssize_t B, Py_ssize_t row_bytes,
+                       cnp.dtype descr, int nd, cnp.npy_intp* dims, bint enforce_sorted):
+    """:func:`_pack_rows` up to the copy: ``(data, batch_sizes, sorted_indices,
+    unsorted_indices)`` with ``data`` allocated (:func:`_new_rows`), not yet written."""
     bs_arr, si_arr, ui_arr = _count_sort(lens_in, B, enforce_sorted)
     cdef Py_ssize_t T = (<cnp.ndarray>bs_arr).shape[0], t
     cdef const int64_t* bs = <const int64_t*>cnp.PyArray_DATA(bs_arr)
-    cdef const int64_t* order = NULL
-    if si_arr is not None:
-        order = <const int64_t*>cnp.PyArray_DATA(si_arr)
     cdef int64_t total = 0
     cdef const int64_t* parts = bs if T <= B else lens_in    # the shorter: same sum
     for t in range(T if T <= B else B):
@@ -729,12 +817,23 @@ cdef tuple _pack_rows(const uintptr_t* srcs_in, const int64_t* lens_in, Py_ssize
         raise ValueError(f"the packed data ({total} rows of {row_bytes} bytes) overflows int64")
     dims[0] = total
     cdef cnp.ndarray data = _new_rows(descr, nd, dims, <size_t>(total * row_bytes))
-    if storages is not None:
-        check_storages(storages, snapshot)
-    if row_bytes > 0:
-        _scatter_ranked(<char*>cnp.PyArray_DATA(data), srcs_in, lens_in, order, B, bs, T,
-                        row_bytes, 0, -1, -1)
     return data, bs_arr, si_arr, ui_arr
+
+
+cdef int _scatter_packed(tuple packed, const uintptr_t* srcs, const int64_t* lens,
+                         Py_ssize_t B, Py_ssize_t row_bytes) except -1:
+    """The copy of :func:`_pack_rows` into :func:`_sort_alloc`'s ``packed`` (the GIL
+    is released)."""
+    if row_bytes <= 0:
+        return 0
+    data, bs_arr, si_arr, _ = packed
+    cdef const int64_t* order = NULL
+    if si_arr is not None:
+        order = <const int64_t*>cnp.PyArray_DATA(si_arr)
+    _scatter_ranked(<char*>cnp.PyArray_DATA(data), srcs, lens, order, B,
+                    <const int64_t*>cnp.PyArray_DATA(bs_arr),
+                    (<cnp.ndarray>bs_arr).shape[0], row_bytes, 0, -1, -1)
+    return 0
 
 
 # pack_packed's factories, from set_packed_factories (this module does not import torch)
@@ -1111,8 +1210,9 @@ def pack_tensors(seqs, tensor_type, cat, int64_t direct_bytes, bint enforce_sort
     view, then :func:`pack_flat`. ``tensor_type`` and ``cat`` are ``torch.Tensor`` and
     ``torch.cat`` (this module does not import torch). Samples averaging
     ``direct_bytes`` or more (sample 0's element size times the elements) are instead
-    read where they lie, without the concatenation's copy (:func:`tensor_sources`:
-    one dtype, contiguous; None otherwise, and the planned path concatenates them).
+    read where they lie, without the concatenation's copy (:func:`_pack_tensor_sources`:
+    the checks of :func:`tensor_sources`, one dtype, contiguous; None otherwise, and
+    the planned path concatenates them).
 
     None, with nothing allocated, when a sample is not an exact ``tensor_type``, when
     ``cat`` refuses the batch, when the concatenation has no NumPy view (requiring
@@ -1135,7 +1235,8 @@ def pack_tensors(seqs, tensor_type, cat, int64_t direct_bytes, bint enforce_sort
     cdef bint large = False
     numels = _small_numels(own, tensor_type, direct_bytes, &nbytes, &large)
     if large:
-        return _pack_tensor_sources(own, tensor_type, enforce_sorted)
+        return _pack_tensor_sources(own, tensor_type, enforce_sorted,
+                                    <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>numels))
     if numels is None:
         return None
     if nbytes > 4.0 * <double>chunk_bytes:
@@ -1147,9 +1248,10 @@ def pack_tensors(seqs, tensor_type, cat, int64_t direct_bytes, bint enforce_sort
 cdef object _small_numels(list own, tensor_type, int64_t direct_bytes, double* nbytes,
                           bint* large=NULL):
     """``numel()`` of every sample (:func:`tensor_numels`) and, in ``nbytes``, their
-    bytes (sample 0's element size); None for an empty batch, a sample that is not an
-    exact ``tensor_type``, or samples averaging ``direct_bytes`` or more (reading each
-    tensor directly then beats a concatenation's copy: ``large`` is then set)."""
+    bytes (sample 0's element size); None for an empty batch or a sample that is not
+    an exact ``tensor_type``. Samples averaging ``direct_bytes`` or more (reading each
+    tensor directly then beats a concatenation's copy) set ``large`` and still return
+    the counts; without ``large`` they return None."""
     cdef Py_ssize_t B = len(own), i
     if B == 0:
         return None
@@ -1162,39 +1264,92 @@ cdef object _small_numels(list own, tensor_type, int64_t direct_bytes, double* n
         total += <double>n[i]
     nbytes[0] = total * <double>own[0].element_size()
     if nbytes[0] >= <double>direct_bytes * <double>B:
-        if large != NULL:
-            large[0] = True
-        return None
+        if large == NULL:
+            return None
+        large[0] = True
     return numels
 
 
-cdef object _pack_tensor_sources(list own, tensor_type, bint enforce_sorted):
-    """:func:`pack_tensors` of a batch of large samples: each tensor read where it lies
-    (:func:`tensor_sources`: exact CPU tensors of sample 0's dtype and row, contiguous,
-    without grad, their storages big enough), then sort, allocation and scatter as for
-    NumPy batches; the storages are checked again right before the copy. None for a
-    dtype NumPy lacks or a sample :func:`tensor_sources` declines (the planned path
-    then concatenates or names it)."""
+cdef object _pack_tensor_sources(list own, tensor_type, bint enforce_sorted,
+                                 const int64_t* numels):
+    """:func:`pack_tensors` of a batch of large samples (``numels``: their ``numel()``,
+    just read), each tensor read where it lies: exact CPU tensors of sample 0's dtype
+    and row, contiguous, without grad, neither negative nor conjugate views (the checks
+    of :func:`tensor_sources`), whose storages are of one type; then sort, allocation
+    and scatter as for NumPy batches. None for a dtype NumPy lacks or a sample those
+    checks decline (the planned path then concatenates or names it).
+
+    The storages' addresses and sizes are read last, after the sort and the allocation
+    (which may run Python code: a collection's finalizers), and only then bound the
+    copy, so a storage resized or reallocated before that is read as it is then
+    (``ValueError`` naming the sample if it no longer holds the sample's bytes); one
+    that is reallocated while the GIL-released copy runs is the documented race."""
+    cdef _TensorReads rd = _tensor_reads(tensor_type)
     cdef object t0 = own[0]
-    dtype = t0.dtype
+    dtype = rd.dtype.get(t0)
     cdef object descr = _np_of_torch.get(dtype)
-    cdef tuple shape0 = tuple(t0.shape)
-    cdef Py_ssize_t B = len(own), k, nd = PyTuple_GET_SIZE(shape0)
-    if descr is None or nd < 1 or nd > 64:
+    cdef object shape0 = rd.shape.get(t0)
+    if descr is None or not isinstance(shape0, tuple):
         return None
-    cdef tuple row = shape0[1:]
-    found = _tensor_sources(own, tensor_type, dtype, row)
-    if found is None:
+    cdef Py_ssize_t B = len(own), i, k, nd = PyTuple_GET_SIZE(shape0)
+    if nd < 1 or nd > 64:
         return None
-    ptrs_arr, lens_arr, storages, snapshot = <tuple>found
+    cdef tuple row = (<tuple>shape0)[1:]
     cdef cnp.npy_intp out_dims[64]
-    cdef Py_ssize_t row_bytes = (<cnp.dtype>descr).itemsize
+    cdef int64_t row_bytes = (<cnp.dtype>descr).itemsize
     for k in range(1, nd):
         out_dims[k] = <object>PyTuple_GET_ITEM(shape0, k)
         row_bytes *= out_dims[k]
-    return _pack_rows(<const uintptr_t*>cnp.PyArray_DATA(<cnp.ndarray>ptrs_arr),
-                      <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>lens_arr), B, row_bytes,
-                      <cnp.dtype>descr, nd, out_dims, enforce_sorted, storages, snapshot)
+    cdef int64_t* table = <int64_t*>malloc(2 * B * sizeof(int64_t) + 1)
+    if table == NULL:
+        raise MemoryError()
+    cdef int64_t* lens = table
+    cdef int64_t* offs = table + B
+    cdef list storages = [None] * B
+    cdef object storage_type = None
+    try:
+        for i in range(B):
+            offs[i] = _read_source(rd, own[i], tensor_type, dtype, row, &numels[i],
+                                   &lens[i], storages, i)
+            if offs[i] < 0:
+                return None
+            if i == 0:
+                storage_type = type(<object>PyList_GET_ITEM(storages, 0))
+            elif type(<object>PyList_GET_ITEM(storages, i)) is not storage_type:
+                return None
+        sr = rd.storage_reads(storage_type)
+        packed = _sort_alloc(lens, B, row_bytes, <cnp.dtype>descr, nd, out_dims,
+                             enforce_sorted)
+        # from here to the copy nothing allocates an object the collector tracks, so no
+        # Python code runs: the addresses read now are the ones copied from
+        _resolve_sources(sr, storages, lens, offs, B, row_bytes)
+        _scatter_packed(packed, <const uintptr_t*>offs, lens, B, row_bytes)
+        return packed
+    finally:
+        free(table)
+
+
+cdef int _resolve_sources(_StorageReads sr, list storages, const int64_t* lens,
+                          int64_t* offs, Py_ssize_t B, int64_t row_bytes) except -1:
+    """``offs[i]`` (sample ``i``'s byte offset in ``storages[i]``, a storage of type
+    ``sr.tp``) becomes its address, from the storage's ``data_ptr()`` and ``nbytes()``
+    read now (once for samples that share a storage); ValueError naming a sample whose
+    storage no longer holds its ``lens[i]`` rows. Makes no object the collector tracks
+    (the reads return ints)."""
+    cdef Py_ssize_t i
+    cdef object st, prev = None
+    cdef int64_t base = 0, nbytes = 0
+    for i in range(B):
+        st = <object>PyList_GET_ITEM(storages, i)
+        if st is not prev:
+            if type(st) is not sr.tp:
+                raise ValueError(f"sample {i}: its storage changed type during the call")
+            base = sr.data_ptr.get(st)
+            nbytes = sr.nbytes.get(st)
+            prev = st
+        _check_extent(i, base, nbytes, offs[i], lens[i], row_bytes)
+        offs[i] = base + offs[i]
+    return 0
 
 
 cdef inline Py_ssize_t _chunk_end(const int64_t* lens, Py_ssize_t r0, Py_ssize_t B,
@@ -1546,7 +1701,7 @@ def tensor_numels(seqs, tensor_type):
     cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
     cdef int64_t* o = <int64_t*>cnp.PyArray_DATA(out)
     cdef object x
-    cdef _Attr numel = _Attr(tensor_type, "numel")
+    cdef _Attr numel = _tensor_reads(tensor_type).numel
     for i in range(B):
         x = seqs[i]
         if type(x) is not tensor_type:
@@ -2227,63 +2382,94 @@ def tensor_sources(seqs, tensor_type, dtype, tuple row):
 @cython.boundscheck(True)
 cdef object _tensor_sources(seqs, tensor_type, dtype, tuple row):
     """:func:`tensor_sources`."""
-    cdef Py_ssize_t B = len(seqs), i, k, nd = PyTuple_GET_SIZE(row) + 1
-    cdef cnp.ndarray ptrs_arr = np.empty(B, dtype=np.int64)
-    cdef cnp.ndarray lens_arr = np.empty(B, dtype=np.int64)
-    cdef cnp.ndarray snap_arr = np.empty((B, 2), dtype=np.int64)
-    cdef int64_t[::1] ptrs = ptrs_arr
-    cdef int64_t[::1] lens = lens_arr
-    cdef int64_t[:, ::1] snap = snap_arr
+    cdef Py_ssize_t B = len(seqs), i
+    cdef cnp.npy_intp dims[2]
+    dims[0] = B
+    dims[1] = 2
+    cdef cnp.ndarray ptrs_arr = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+    cdef cnp.ndarray lens_arr = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+    cdef cnp.ndarray snap_arr = cnp.PyArray_EMPTY(2, dims, cnp.NPY_INT64, 0)
+    cdef int64_t* ptrs = <int64_t*>cnp.PyArray_DATA(ptrs_arr)
+    cdef int64_t* lens = <int64_t*>cnp.PyArray_DATA(lens_arr)
+    cdef int64_t* snap = <int64_t*>cnp.PyArray_DATA(snap_arr)
     cdef list storages = [None] * B
-    cdef object t, shape, st
-    cdef bint complex_ = dtype.is_complex
-    cdef int64_t n, base, nbytes, start, itemsize = dtype.itemsize, row_elems = 1
-    for k in range(nd - 1):
-        row_elems *= <int64_t>(<object>PyTuple_GET_ITEM(row, k))
-    cdef _Attr shape_of = _Attr(tensor_type, "shape", False)
-    cdef _Attr dtype_of = _Attr(tensor_type, "dtype", False)
-    cdef _Attr is_cpu = _Attr(tensor_type, "is_cpu", False)
-    cdef _Attr requires_grad = _Attr(tensor_type, "requires_grad", False)
-    cdef _Attr is_contiguous = _Attr(tensor_type, "is_contiguous")
-    cdef _Attr is_neg = _Attr(tensor_type, "is_neg")
-    cdef _Attr is_conj = _Attr(tensor_type, "is_conj")
-    cdef _Attr untyped_storage = _Attr(tensor_type, "untyped_storage")
-    cdef _Attr storage_offset = _Attr(tensor_type, "storage_offset")
-    cdef _Attr st_data_ptr = None, st_nbytes = None
-    cdef object storage_type = None
+    cdef _TensorReads rd = _tensor_reads(tensor_type)
+    cdef int64_t base, nbytes, start, row_bytes = _row_bytes(dtype, row)
+    cdef object st
+    cdef _StorageReads sr
     for i in range(B):
-        t = seqs[i]
-        if type(t) is not tensor_type:
+        start = _read_source(rd, seqs[i], tensor_type, dtype, row, NULL, &lens[i],
+                             storages, i)
+        if start < 0:
             return None
-        shape = shape_of.get(t)
-        if not isinstance(shape, tuple) or PyTuple_GET_SIZE(shape) != nd:
+        st = <object>PyList_GET_ITEM(storages, i)
+        sr = rd.storage_reads(type(st))
+        if type(st) is not sr.tp:
             return None
-        for k in range(1, nd):
-            if <object>PyTuple_GET_ITEM(shape, k) != <object>PyTuple_GET_ITEM(row, k - 1):
-                return None
-        if (dtype_of.get(t) is not dtype or not is_cpu.get(t) or requires_grad.get(t)
-                or not is_contiguous.get(t) or is_neg.get(t)
-                or (complex_ and is_conj.get(t))):
-            return None   # conjugate/negative views: their memory is not their value
-        n = <object>PyTuple_GET_ITEM(shape, 0)
-        st = untyped_storage.get(t)
-        if type(st) is not storage_type:
-            storage_type = type(st)
-            st_data_ptr = _Attr(storage_type, "data_ptr")
-            st_nbytes = _Attr(storage_type, "nbytes")
-        base = st_data_ptr.get(st)
-        nbytes = st_nbytes.get(st)
-        start = storage_offset.get(t) * itemsize
-        # the bytes the copy will read must exist in the storage behind the tensor
-        if start + n * row_elems * itemsize > nbytes or (base == 0 and nbytes):
-            raise ValueError(f"sample {i}: its storage holds fewer bytes than its shape "
-                             f"{tuple(shape)} needs (was it resized?)")
-        storages[i] = st
-        snap[i, 0] = base
-        snap[i, 1] = nbytes
-        lens[i] = n
+        base = sr.data_ptr.get(st)
+        nbytes = sr.nbytes.get(st)
+        _check_extent(i, base, nbytes, start, lens[i], row_bytes)
+        snap[2 * i] = base
+        snap[2 * i + 1] = nbytes
         ptrs[i] = base + start
     return ptrs_arr, lens_arr, storages, snap_arr
+
+
+cdef inline int64_t _row_bytes(dtype, tuple row) except -1:
+    """Bytes of one row of ``dtype`` elements and trailing shape ``row``."""
+    cdef int64_t b = dtype.itemsize
+    cdef Py_ssize_t k
+    for k in range(PyTuple_GET_SIZE(row)):
+        b *= <int64_t>(<object>PyTuple_GET_ITEM(row, k))
+    return b
+
+
+cdef int64_t _read_source(_TensorReads rd, object t, tensor_type, dtype, tuple row,
+                          const int64_t* numel, int64_t* n, list storages,
+                          Py_ssize_t i) except -2:
+    """The checks of :func:`tensor_sources` on sample ``i`` (``t``): an exact
+    ``tensor_type`` of ``dtype`` and trailing shape ``row``, on the CPU, without grad,
+    contiguous, neither a negative nor a conjugate view. Sets ``n[0]`` to its length and
+    ``storages[i]`` to its storage and returns its byte offset in the storage; -1 for a
+    sample that is none of that.
+    ``numel``: the sample's ``numel()`` read just before, or NULL; for a 1-D sample
+    (``row == ()``) it is then the length, and ``dim()`` replaces the dearer ``shape``
+    (a torch.Size) read."""
+    if type(t) is not tensor_type:
+        return -1
+    cdef Py_ssize_t nd = PyTuple_GET_SIZE(row) + 1, k
+    cdef object shape
+    if numel != NULL and nd == 1:
+        if rd.dim.get(t) != 1:
+            return -1
+        n[0] = numel[0]
+    else:
+        shape = rd.shape.get(t)
+        if not isinstance(shape, tuple) or PyTuple_GET_SIZE(shape) != nd:
+            return -1
+        for k in range(1, nd):
+            if <object>PyTuple_GET_ITEM(shape, k) != <object>PyTuple_GET_ITEM(row, k - 1):
+                return -1
+        n[0] = <object>PyTuple_GET_ITEM(shape, 0)
+    if (rd.dtype.get(t) is not dtype or not rd.is_cpu.get(t) or rd.requires_grad.get(t)
+            or not rd.is_contiguous.get(t) or rd.is_neg.get(t)
+            or (dtype.is_complex and rd.is_conj.get(t))):
+        return -1   # conjugate/negative views: their memory is not their value
+    storages[i] = rd.untyped_storage.get(t)
+    return <int64_t>rd.storage_offset.get(t) * <int64_t>dtype.itemsize
+
+
+cdef inline int _check_extent(Py_ssize_t i, int64_t base, int64_t nbytes, int64_t start,
+                              int64_t n, int64_t row_bytes) except -1:
+    """ValueError naming sample ``i`` unless its ``n`` rows of ``row_bytes`` from byte
+    ``start`` lie inside its storage (``nbytes`` bytes at ``base``)."""
+    if (start < 0 or n < 0 or start > nbytes
+            or (row_bytes > 0 and n > (nbytes - start) // row_bytes)
+            or (base == 0 and nbytes)):
+        raise ValueError(f"sample {i}: its storage holds fewer bytes than its shape "
+                         f"({n} rows of {row_bytes} bytes from byte {start}) needs "
+                         "(was it resized?)")
+    return 0
 
 
 @cython.boundscheck(True)   # indexes a caller's sequence, which Python code may change

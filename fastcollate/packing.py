@@ -412,11 +412,12 @@ def _plan_int_lists(seqs: list, order: str, dtype, defer: bool = False) -> Optio
 
 
 # Above this many bytes per sample on average over the batch, reading each tensor's
-# address (a few attribute reads, ~0.5 us) is cheaper than copying the batch twice
-# (concatenation, then scatter), and the output is the only extra memory. Measured on
-# the benchmark workloads (docs/benchmarks.md): speech (25 KB/sample) and embed
-# (100 KB/sample) gain, tokens (300 B/sample) loses.
-_DIRECT_TENSOR_BYTES = 4096
+# address (ten attribute reads, ~0.4 us) is cheaper than copying the batch twice
+# (concatenation, then scatter), and the output is the only extra memory. Measured
+# by pack() of batches of 16 and 256 samples of 8 B, 320 B and 4 KB rows, each way:
+# the two break even at 8-12 KB per sample (the concatenation is 1.3-2x faster at
+# 2-4 KB, the direct read 1.2-1.4x faster at 16-24 KB).
+_DIRECT_TENSOR_BYTES = 10240
 # Deferred tensor plans (plan_batch(defer_tensors=True)) are concatenated this many
 # bytes at a time by the write, for batches of more than four such chunks.
 _CHUNK_BYTES = _core.CHUNK_BYTES

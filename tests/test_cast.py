@@ -121,7 +121,7 @@ def test_collate_dtype_option_converts_in_the_copy():
 
 
 def test_a_storage_resized_after_planning_is_refused():
-    samples = [torch.arange(3000, dtype=torch.int32), torch.arange(2000, dtype=torch.int32)]
+    samples = [torch.arange(6000, dtype=torch.int32), torch.arange(4000, dtype=torch.int32)]
     plan = plan_batch(samples, dtype=torch.int64)
     assert plan.cast_from == torch.int32 and plan.storages is not None
     samples[0].resize_(100000)          # its storage moves: the planned address dangles

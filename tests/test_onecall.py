@@ -264,6 +264,7 @@ class _Sub(torch.Tensor):
 
 def _odd_tensors():
     t = torch.arange(6.0)
+    n = packing._DIRECT_TENSOR_BYTES // 4      # float32 samples read directly
     return {
         "a subclass": [t, torch.arange(3.0).as_subclass(_Sub)],
         "an array": [t, np.arange(3.0)],
@@ -273,8 +274,8 @@ def _odd_tensors():
         "zero-dimensional": [torch.tensor(1.0), torch.tensor(2.0)],
         "a legacy empty beside rows": [torch.zeros(2, 3), torch.zeros(0)],
         "zero length": [t, t[:0]],
-        "large strided samples": [torch.zeros(2048)[::2], torch.zeros(2048)[::2]],
-        "large samples of two dtypes": [torch.zeros(1024), torch.zeros(1024).double()],
+        "large strided samples": [torch.zeros(2 * n)[::2], torch.zeros(2 * n)[::2]],
+        "large samples of two dtypes": [torch.zeros(n), torch.zeros(n).double()],
     }
 
 
@@ -379,7 +380,7 @@ def test_a_sample_changing_shape_between_the_planned_reads_falls_back(monkeypatc
     """Large non-contiguous tensors are concatenated after the direct read refuses
     them; if a sample changes shape in between (another thread), the second read
     returns None and the general path takes over instead of a TypeError (review)."""
-    batch = [torch.zeros(64, 32)[:, ::2] for _ in range(4)]     # 1 KB rows, strided
+    batch = [torch.zeros(256, 32)[:, ::2] for _ in range(4)]    # 16 KB samples, strided
     real = _core.tensor_sources
 
     def racing(seqs, *args):

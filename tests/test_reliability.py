@@ -305,7 +305,7 @@ def test_a_tensor_attribute_patched_on_torch_tensor_is_not_trusted_as_its_builti
 # -- silent wrong results --------------------------------------------------------------
 
 @pytest.mark.parametrize("view", ["conj", "neg", "conj_imag"])
-@pytest.mark.parametrize("n", [2, 4096])            # torch.cat path and direct path
+@pytest.mark.parametrize("n", [2, 8192])            # torch.cat path and direct path
 def test_conjugate_and_negative_views_are_packed_with_their_values(view, n):
     z = torch.complex(torch.arange(n, dtype=torch.float32), torch.ones(n))
     x = {"conj": z.conj(), "neg": torch._neg_view(z.real.contiguous()),

@@ -289,7 +289,7 @@ def test_pad_sequence_equals_torch(lengths, row, dtype, batch_first, side, value
 
 
 def test_large_samples_read_in_place_equal_torch():
-    seqs = make_batch([300, 20, 300, 150], (80,), torch.float32, 0)   # > 4 KB each
+    seqs = make_batch([300, 20, 300, 150], (80,), torch.float32, 0)   # 60 KB per sample
     assert_same("pack_sequence", seqs, enforce_sorted=False)
     assert_same("pad_sequence", seqs, batch_first=True, padding_value=-1.0)
 

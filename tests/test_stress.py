@@ -681,6 +681,104 @@ def plans_written_into_guarded_buffers_while_mutated(seconds: float) -> None:
     st.run(SECONDS, call, _list_lengths_ok)
 
 
+class _Finalizer:
+    """Garbage in a reference cycle: the collector's finalizer call ``state["n"]``
+    applies ``state["mutate"]`` when it is ``state["at"]``, else re-arms itself, so
+    with a gen-0 threshold of 1 the batch is mutated at exactly the ``at``-th
+    collection, i.e. at the ``at``-th allocation point inside the call."""
+
+    def __init__(self, state):
+        self.state = state
+        self.cycle = [self]
+
+    def __del__(self):
+        st = self.state
+        st["n"] += 1
+        if st["n"] == st["at"]:
+            st["mutate"]()
+        elif st["n"] < st["at"]:
+            _Finalizer(st)
+
+
+def _mutated_by_finalizers(make_batch, mutations, call, verdict) -> int:
+    """Run ``call(batch)`` with the batch mutated by a finalizer (Python code that the
+    collector runs inside the call) at every allocation point in turn, for each of
+    ``mutations`` ((sample, mutate(batch)) pairs); ``verdict(result, k, mutated)`` is
+    None for an acceptable sample ``k``. Returns the points tried."""
+    tried = 0
+    old = gc.get_threshold()
+    gc.collect()
+    for mutated, mutate in mutations:
+        for at in range(1, 10_000):
+            batch = make_batch()
+            state = {"n": 0, "at": at, "mutate": lambda b=batch: mutate(b)}
+            gc.collect(0)
+            _Finalizer(state)
+            gc.set_threshold(1, 1_000_000, 1_000_000)
+            try:
+                result = call(batch)
+            except CLEAN_ERRORS as e:
+                result = e
+            finally:
+                gc.set_threshold(*old)
+            hit = state["n"] >= at
+            state["at"] = 0                 # disarm what is left
+            gc.collect(0)
+            if isinstance(result, BaseException):
+                assert hit and f"sample {mutated}" in str(result), \
+                    f"point {at}: {result!r} does not name sample {mutated}"
+            else:
+                for k in range(len(batch)):
+                    why = verdict(result, k, hit and k == mutated)
+                    assert why is None, f"mutation of sample {mutated} at point {at}: {why}"
+            tried += 1
+            if not hit:
+                break                       # the call ended before that point
+    return tried
+
+
+@scenario
+def finalizers_mutating_tensors_inside_pack(seconds: float) -> None:
+    """A storage freed, reallocated or replaced by a finalizer at any point of a
+    one-call pack of tensors read directly (and of small ones, concatenated): each
+    mutated sample is its old version, its new one, the new data cut to the old
+    length, or a ValueError naming it; the others are exact."""
+    def unpacked(batch):
+        return [t.clone() for t in torch.nn.utils.rnn.unpack_sequence(fastcollate.pack(batch))]
+
+    def verdict(out, k, mutated, length):
+        s = out[k]
+        vals = sorted(set(s.reshape(-1).tolist()))
+        n = s.shape[0]
+        ok = {(length(k, 0), value_of(k, 0))}
+        if mutated:
+            ok |= {(n, value_of(k, 1))}     # the new version, or it cut to the old length
+        return None if len(vals) == 1 and (n, vals[0]) in ok else \
+            f"sample {k}: {n} rows of {vals[:3]}, expected one of {sorted(ok)}"
+
+    def realloc(t, k):
+        t.resize_(4 * t.shape[0], *t.shape[1:])     # reallocates: the old storage is freed
+        t.fill_(value_of(k, 1))
+
+    mutations = [
+        (1, lambda b: b[1].untyped_storage().resize_(0)),
+        (0, lambda b: realloc(b[0], 0)),
+        (2, lambda b: b[2].set_(torch.full((small_length(2, 1),) + tuple(b[2].shape[1:]),
+                                           value_of(2, 1), dtype=b[2].dtype))),
+    ]
+    def large(k, v):                        # 10-22 KB: read directly
+        return torch.full((small_length(k, v), 256), value_of(k, v), dtype=torch.float64)
+
+    tried = _mutated_by_finalizers(lambda: [large(k, 0) for k in range(3)], mutations,
+                                   unpacked, lambda out, k, m: verdict(out, k, m, small_length))
+    # small tensors go through torch.cat, which itself crashes on a tensor whose storage
+    # was freed under it (docs/safety.md, "Undefined"): only the other two mutations
+    tried += _mutated_by_finalizers(lambda: [small_tensor(k, 0) for k in range(3)],
+                                    mutations[1:], unpacked,
+                                    lambda out, k, m: verdict(out, k, m, small_length))
+    assert tried > 20, tried
+
+
 # ---------------------------------------------------------------------------------
 # pytest: one test per scenario, each in its own interpreter
 # ---------------------------------------------------------------------------------
