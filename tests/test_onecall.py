@@ -606,3 +606,25 @@ def test_pack_of_tensors_under_a_torch_function_mode_takes_the_general_path():
     finally:
         packing._pack = real
     assert seen == [False] and p.data.tolist() == [0, 0, 1, 1, 2]
+
+
+def test_patched_tensor_attributes_are_read_the_new_way(monkeypatch):
+    """The direct read's attribute readers are built once per tensor type; patching an
+    attribute of torch.Tensor (a new version tag for the type) must rebuild them, or
+    the patch would be bypassed."""
+    batch = [torch.arange(4096.0), torch.arange(3000.0)]   # 14 KB per sample: direct
+    want = torch.nn.utils.rnn.pack_sequence(batch, enforce_sorted=False)
+    fastcollate.pack(batch)                                 # builds the readers
+    calls = []
+    real = torch.Tensor.storage_offset
+
+    def counted(self):
+        calls.append(1)
+        return real(self)
+    monkeypatch.setattr(torch.Tensor, "storage_offset", counted)
+    got = fastcollate.pack(batch)
+    assert len(calls) == 2
+    assert torch.equal(got.data, want.data) and torch.equal(got.batch_sizes, want.batch_sizes)
+    monkeypatch.undo()
+    calls.clear()
+    assert torch.equal(fastcollate.pack(batch).data, want.data) and not calls
