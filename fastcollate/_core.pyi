@@ -1,4 +1,4 @@
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -100,3 +100,8 @@ def pad_flat(src: npt.NDArray[Any], lengths: npt.NDArray[np.int64], batch_first:
              ) -> Optional[npt.NDArray[Any]]: ...
 def cat_tensors(seqs: Sequence[Any], tensor_type: type, cat: Any, direct_bytes: int,
                 max_bytes: int) -> Optional[Tuple[npt.NDArray[Any], npt.NDArray[np.int64]]]: ...
+def pad_tensors(seqs: Sequence[Any], tensor_type: type, cat: Any, direct_bytes: int,
+                max_bytes: int,
+                pad_bytes: Callable[[np.dtype[Any]], Tuple[bool, Optional[bytes]]],
+                batch_first: bool = ..., left: bool = ..., multiple: int = ...
+                ) -> Optional[Tuple[npt.NDArray[Any], npt.NDArray[np.int64]]]: ...

@@ -999,6 +999,18 @@ cdef object _pad_rows(const uintptr_t* ptrs, const int64_t* lens, Py_ssize_t B,
     """The padded output of ``B`` samples (``lens[i]`` contiguous rows at ``ptrs[i]``,
     kept alive by the caller) of dtype ``descr`` and row ``dims[1:nd]``: allocated and
     written by ``fc_pad``; None when ``B * T`` rows would not fit."""
+    cdef int64_t T = 0
+    out = _pad_alloc(lens, B, descr, nd, dims, batch_first, pad_elem, multiple, &T)
+    if out is not None:
+        _pad_write(<cnp.ndarray>out, ptrs, lens, B, T, batch_first, left, pad_elem)
+    return out
+
+
+cdef object _pad_alloc(const int64_t* lens, Py_ssize_t B, cnp.dtype descr, int nd,
+                       const cnp.npy_intp* dims, bint batch_first, bytes pad_elem,
+                       int64_t multiple, int64_t* T_out):
+    """:func:`_pad_rows` up to the copy: the output allocated, not yet written, and its
+    length ``T_out``; None when ``B * T`` rows would not fit."""
     if multiple < 1:
         raise ValueError(f"multiple must be >= 1, got {multiple}")
     cdef Py_ssize_t itemsize = descr.itemsize, row_bytes = descr.itemsize, i
@@ -1024,7 +1036,20 @@ cdef object _pad_rows(const uintptr_t* ptrs, const int64_t* lens, Py_ssize_t B,
         return None         # the general path says why
     out_dims[0] = B if batch_first else T
     out_dims[1] = T if batch_first else B
-    cdef cnp.ndarray out = _new_rows(descr, nd + 1, out_dims, <size_t>(rows * row_bytes))
+    T_out[0] = T
+    return _new_rows(descr, nd + 1, out_dims, <size_t>(rows * row_bytes))
+
+
+cdef int _pad_write(cnp.ndarray out, const uintptr_t* ptrs, const int64_t* lens,
+                    Py_ssize_t B, int64_t T, bint batch_first, bint left,
+                    bytes pad_elem) except -1:
+    """The copy of :func:`_pad_rows` into :func:`_pad_alloc`'s ``out`` (``fc_pad``,
+    the GIL released)."""
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(out), k
+    cdef int64_t row_bytes = itemsize
+    for k in range(2, cnp.PyArray_NDIM(out)):
+        row_bytes *= cnp.PyArray_DIM(out, k)
+    cdef int64_t rows = <int64_t>B * T
     cdef const char* pad = NULL if pad_elem is None else <const char*>pad_elem
     cdef int64_t pad_bytes = 0 if pad_elem is None else itemsize
     cdef int stream
@@ -1033,7 +1058,82 @@ cdef object _pad_rows(const uintptr_t* ptrs, const int64_t* lens, Py_ssize_t B,
         with nogil:
             fc_pad(<char*>cnp.PyArray_DATA(out), <const char* const*>ptrs, lens, B, B, T,
                    row_bytes, batch_first, left, pad, pad_bytes, stream)
-    return out
+    return 0
+
+
+def pad_tensors(seqs, tensor_type, cat, int64_t direct_bytes, int64_t max_bytes,
+                pad_bytes, bint batch_first=True, bint left=False, int64_t multiple=1):
+    """:func:`fastcollate.pad` of a batch of exact CPU tensors in one call, as
+    ``(out, lengths)`` like :func:`pad_arrays`; ``pad_bytes(numpy_dtype)`` gives
+    ``(ok, pad_elem)`` for the output's dtype (not ok: None is returned).
+
+    ``numel()`` of every sample first (:func:`tensor_numels`). Batches of at most
+    ``max_bytes`` whose samples average under ``direct_bytes`` are concatenated
+    (:func:`cat_tensors`) and padded from the concatenation (:func:`pad_flat`); the
+    others are read tensor by tensor where they lie, with the checks of
+    :func:`tensor_sources` and the storages' addresses read last, right before the
+    copy, as :func:`pack_tensors` does (no extra memory). None, with nothing kept, for
+    whatever those decline (the caller's planned path takes it or names the odd
+    sample): not exact tensors, strided or mixed-dtype large samples..."""
+    cdef list own = list(seqs)
+    cdef double nbytes = 0
+    cdef bint large = False
+    numels = _small_numels(own, tensor_type, direct_bytes, &nbytes, &large)
+    if numels is None:
+        return None
+    if large or nbytes > <double>max_bytes:
+        return _pad_tensor_sources(own, tensor_type, numels, pad_bytes, batch_first,
+                                   left, multiple)
+    flat = _cat_rows(own, <cnp.ndarray>numels, cat)
+    if flat is None:
+        return None
+    src, lengths = <tuple>flat
+    ok, elem = pad_bytes(src.dtype)
+    if not ok:
+        return None
+    out = pad_flat(src, lengths, batch_first, left, elem, multiple)
+    return None if out is None else (out, lengths)
+
+
+cdef object _pad_tensor_sources(list own, tensor_type, cnp.ndarray numels, pad_bytes,
+                                bint batch_first, bint left, int64_t multiple):
+    """:func:`pad_tensors` of a batch read tensor by tensor (as
+    :func:`_pack_tensor_sources` reads it)."""
+    cdef _TensorReads rd = _tensor_reads(tensor_type)
+    cdef cnp.npy_intp dims[64]
+    cdef int64_t row_bytes = 0, T = 0
+    first = _first_layout(rd, own[0], 63, dims, &row_bytes)
+    if first is None:
+        return None
+    dtype, descr, row = <tuple>first
+    ok, elem = pad_bytes(descr)
+    if not ok:
+        return None
+    cdef Py_ssize_t B = len(own), nd = PyTuple_GET_SIZE(row) + 1
+    cdef cnp.npy_intp nB = B
+    cdef cnp.ndarray lens_arr = cnp.PyArray_EMPTY(1, &nB, cnp.NPY_INT64, 0)
+    cdef int64_t* lens = <int64_t*>cnp.PyArray_DATA(lens_arr)
+    cdef int64_t* offs = <int64_t*>malloc(B * sizeof(int64_t) + 8)
+    if offs == NULL:
+        raise MemoryError()
+    cdef list storages = [None] * B
+    cdef _StorageReads sr
+    try:
+        sr = _read_sources(rd, own, tensor_type, dtype, row,
+                           <const int64_t*>cnp.PyArray_DATA(numels), lens, offs, storages)
+        if sr is None:
+            return None
+        out = _pad_alloc(lens, B, <cnp.dtype>descr, nd, dims, batch_first, elem, multiple,
+                         &T)
+        if out is None:
+            return None
+        # nothing the collector tracks is allocated from here to the copy
+        _resolve_sources(sr, storages, lens, offs, B, row_bytes)
+        _pad_write(<cnp.ndarray>out, <const uintptr_t*>offs, lens, B, T, batch_first,
+                   left, elem)
+        return out, lens_arr
+    finally:
+        free(offs)
 
 
 def cat_tensors(seqs, tensor_type, cat, int64_t direct_bytes, int64_t max_bytes):
@@ -1048,11 +1148,17 @@ def cat_tensors(seqs, tensor_type, cat, int64_t direct_bytes, int64_t max_bytes)
     the batch or its result has no NumPy view (requiring grad, not on the CPU...), or
     when the counts do not split it into whole rows."""
     cdef list own = list(seqs)
-    cdef Py_ssize_t B = len(own), i, k
     cdef double nbytes = 0
     numels = _small_numels(own, tensor_type, direct_bytes, &nbytes)
     if numels is None or nbytes > <double>max_bytes:
         return None
+    return _cat_rows(own, <cnp.ndarray>numels, cat)
+
+
+cdef object _cat_rows(list own, cnp.ndarray numels, cat):
+    """:func:`cat_tensors` once the ``numel()`` counts are read: ``(src, lengths)`` or
+    None."""
+    cdef Py_ssize_t B = len(own), i, k
     cdef const int64_t* n = <const int64_t*>cnp.PyArray_DATA(numels)
     for i in range(B):
         if n[i] <= 0:
@@ -1285,39 +1391,24 @@ cdef object _pack_tensor_sources(list own, tensor_type, bint enforce_sorted,
     (``ValueError`` naming the sample if it no longer holds the sample's bytes); one
     that is reallocated while the GIL-released copy runs is the documented race."""
     cdef _TensorReads rd = _tensor_reads(tensor_type)
-    cdef object t0 = own[0]
-    dtype = rd.dtype.get(t0)
-    cdef object descr = _np_of_torch.get(dtype)
-    cdef object shape0 = rd.shape.get(t0)
-    if descr is None or not isinstance(shape0, tuple):
-        return None
-    cdef Py_ssize_t B = len(own), i, k, nd = PyTuple_GET_SIZE(shape0)
-    if nd < 1 or nd > 64:
-        return None
-    cdef tuple row = (<tuple>shape0)[1:]
     cdef cnp.npy_intp out_dims[64]
-    cdef int64_t row_bytes = (<cnp.dtype>descr).itemsize
-    for k in range(1, nd):
-        out_dims[k] = <object>PyTuple_GET_ITEM(shape0, k)
-        row_bytes *= out_dims[k]
-    cdef int64_t* table = <int64_t*>malloc(2 * B * sizeof(int64_t) + 1)
+    cdef int64_t row_bytes = 0
+    first = _first_layout(rd, own[0], 64, out_dims, &row_bytes)
+    if first is None:
+        return None
+    dtype, descr, row = <tuple>first
+    cdef Py_ssize_t B = len(own), nd = PyTuple_GET_SIZE(row) + 1
+    cdef int64_t* table = <int64_t*>malloc(2 * B * sizeof(int64_t) + 8)
     if table == NULL:
         raise MemoryError()
     cdef int64_t* lens = table
     cdef int64_t* offs = table + B
     cdef list storages = [None] * B
-    cdef object storage_type = None
+    cdef _StorageReads sr
     try:
-        for i in range(B):
-            offs[i] = _read_source(rd, own[i], tensor_type, dtype, row, &numels[i],
-                                   &lens[i], storages, i)
-            if offs[i] < 0:
-                return None
-            if i == 0:
-                storage_type = type(<object>PyList_GET_ITEM(storages, 0))
-            elif type(<object>PyList_GET_ITEM(storages, i)) is not storage_type:
-                return None
-        sr = rd.storage_reads(storage_type)
+        sr = _read_sources(rd, own, tensor_type, dtype, row, numels, lens, offs, storages)
+        if sr is None:
+            return None
         packed = _sort_alloc(lens, B, row_bytes, <cnp.dtype>descr, nd, out_dims,
                              enforce_sorted)
         # from here to the copy nothing allocates an object the collector tracks, so no
@@ -1327,6 +1418,46 @@ cdef object _pack_tensor_sources(list own, tensor_type, bint enforce_sorted,
         return packed
     finally:
         free(table)
+
+
+cdef object _first_layout(_TensorReads rd, object t0, int max_nd, cnp.npy_intp* dims,
+                          int64_t* row_bytes):
+    """``(dtype, numpy_dtype, row)`` of sample 0 of a batch read directly, with
+    ``dims[1:nd]`` its row and ``row_bytes`` the row's bytes; None for a dtype NumPy
+    lacks or fewer than 1 or more than ``max_nd`` dimensions."""
+    dtype = rd.dtype.get(t0)
+    cdef object descr = _np_of_torch.get(dtype)
+    cdef object shape0 = rd.shape.get(t0)
+    if descr is None or not isinstance(shape0, tuple):
+        return None
+    cdef Py_ssize_t nd = PyTuple_GET_SIZE(shape0), k
+    if nd < 1 or nd > max_nd:
+        return None
+    row_bytes[0] = (<cnp.dtype>descr).itemsize
+    for k in range(1, nd):
+        dims[k] = <object>PyTuple_GET_ITEM(shape0, k)
+        row_bytes[0] *= dims[k]
+    return dtype, descr, (<tuple>shape0)[1:]
+
+
+cdef _StorageReads _read_sources(_TensorReads rd, list own, tensor_type, dtype,
+                                 tuple row, const int64_t* numels, int64_t* lens,
+                                 int64_t* offs, list storages):
+    """:func:`_read_source` of every sample of ``own`` into ``lens``/``offs``/
+    ``storages``: the reads of their storage type, or None as soon as a sample is
+    declined or the storages are of several types."""
+    cdef Py_ssize_t i
+    cdef object storage_type = None
+    for i in range(len(own)):
+        offs[i] = _read_source(rd, own[i], tensor_type, dtype, row, &numels[i], &lens[i],
+                               storages, i)
+        if offs[i] < 0:
+            return None
+        if i == 0:
+            storage_type = type(<object>PyList_GET_ITEM(storages, 0))
+        elif type(<object>PyList_GET_ITEM(storages, i)) is not storage_type:
+            return None
+    return rd.storage_reads(storage_type)
 
 
 cdef int _resolve_sources(_StorageReads sr, list storages, const int64_t* lens,

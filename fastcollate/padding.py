@@ -259,11 +259,13 @@ def _padded_arrays(sequences: Sequence[Any], batch_first: bool, padding_value: A
     - A list or tuple of NumPy arrays of one dtype and row (``_core.pad_arrays``). A
       padding value sample 0's dtype cannot hold is left to the general path: a mixed
       batch may promote to a dtype that holds it.
-    - Small exact CPU tensors, non-empty, of 1 MB in all at most: ``numel()`` per
-      tensor and one ``torch.cat`` (which validates and promotes like torch;
-      ``_core.cat_tensors``), then ``_core.pad_flat`` from the concatenation. Larger
-      batches go through the plan, which concatenates them a chunk at a time (peak
-      memory: the output plus one chunk)."""
+    - Exact CPU tensors (``_core.pad_tensors``): ``numel()`` per tensor, then for
+      small non-empty samples of 1 MB in all at most one ``torch.cat`` (which validates
+      and promotes like torch) and ``_core.pad_flat`` from the concatenation; larger
+      samples (``packing._DIRECT_TENSOR_BYTES`` on average) or batches are read
+      tensor by tensor where they lie (contiguous, one dtype: no extra memory). The
+      rest (strided or mixed-dtype large batches...) goes through the plan, which
+      concatenates them a chunk at a time (peak memory: the output plus one chunk)."""
     if type(sequences) not in (list, tuple) or not sequences:
         return None
     first = sequences[0]
@@ -275,16 +277,10 @@ def _padded_arrays(sequences: Sequence[Any], batch_first: bool, padding_value: A
             return None
         return _core.pad_arrays(sequences, batch_first, left, elem, multiple)
     if type(first) is torch.Tensor:
-        flat = _core.cat_tensors(sequences, torch.Tensor, torch.cat,
-                                 packing._DIRECT_TENSOR_BYTES, 4 * packing._CHUNK_BYTES)
-        if flat is None:
-            return None
-        src, lengths = flat
-        ok, elem = _pad_bytes(padding_value, src.dtype)
-        if not ok:
-            return None
-        out = _core.pad_flat(src, lengths, batch_first, left, elem, multiple)
-        return None if out is None else (out, lengths)
+        return _core.pad_tensors(sequences, torch.Tensor, torch.cat,
+                                 packing._DIRECT_TENSOR_BYTES, 4 * packing._CHUNK_BYTES,
+                                 lambda d: _pad_bytes(padding_value, d), batch_first, left,
+                                 multiple)
     return None
 
 

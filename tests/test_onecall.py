@@ -554,6 +554,52 @@ def test_pad_of_small_tensors_is_one_call(monkeypatch):
     assert out.dtype == torch.float64 and out.shape == (2, 2, 3)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches(kinds=["tensor"], dtypes=NUMPY_DTYPES, min_length=0), st.booleans(),
+       st.booleans(), st.sampled_from([0, 1, 7]), st.sampled_from([1, 4]), st.booleans())
+def test_pad_tensors_reads_large_samples_directly(samples, batch_first, left, value,
+                                                  multiple, viewed):
+    """Samples averaging ``direct_bytes`` or more are read where they lie and padded in
+    the same call (lengths may be 0; views at an offset into a larger storage): equal
+    to the padded reference built from NumPy copies."""
+    tensors = [torch.cat([s[:1], s])[1:] if viewed and len(s) else s for s in samples]
+    elem = fastcollate.padding._pad_element(value, samples[0].dtype)
+    got = _core.pad_tensors(tensors, torch.Tensor, torch.cat, 0, 1 << 40,
+                            lambda d: (True, elem), batch_first, left, multiple)
+    assert got is not None
+    out, lengths = got
+    arrays = [s.numpy() for s in samples]
+    T = -(-max(len(s) for s in samples) // multiple) * multiple
+    assert lengths.tolist() == [len(s) for s in samples]
+    assert out.ctypes.data % 64 == 0
+    want = reference_padded(arrays, T, batch_first, left, np.array(value).astype(out.dtype))
+    assert out.shape == want.shape and out.tobytes() == want.tobytes()
+
+
+def test_pad_of_large_tensors_is_one_call_and_declines_odd_ones(monkeypatch):
+    """pad() of tensors averaging 10 KB or more reads them directly, without the plan;
+    large strided or mixed-dtype samples go to the plan (which concatenates them)."""
+    n = packing._DIRECT_TENSOR_BYTES // 4
+    batch = [torch.arange(n, dtype=torch.float32), torch.arange(n // 2, dtype=torch.float32)]
+    want = pad_sequence(batch, batch_first=True, padding_value=-1.0)
+    real = fastcollate.padding.plan_batch
+    planned = []
+
+    def spy(*a, **k):
+        planned.append(1)
+        return real(*a, **k)
+    monkeypatch.setattr(fastcollate.padding, "plan_batch", spy)
+    assert torch.equal(fastcollate.pad(batch, padding_value=-1.0), want) and not planned
+    for odd in ([batch[0], torch.arange(2.0 * n)[::2]], [batch[0], batch[0].double()]):
+        got = fastcollate.pad(odd, padding_value=-1.0)
+        assert planned and torch.equal(got, pad_sequence(
+            [t.to(got.dtype) for t in odd], batch_first=True, padding_value=-1.0))
+        planned.clear()
+    def refuse(d):
+        return False, None
+    assert _core.pad_tensors(batch, torch.Tensor, torch.cat, 0, 1 << 40, refuse) is None
+
+
 def test_cat_tensors_and_pad_flat_refuse_what_they_cannot_take():
     cat = lambda ts: _core.cat_tensors(ts, torch.Tensor, torch.cat, 4096, 1 << 20)  # noqa: E731
     t = torch.arange(6)

@@ -740,11 +740,16 @@ def _mutated_by_finalizers(make_batch, mutations, call, verdict) -> int:
 @scenario
 def finalizers_mutating_tensors_inside_pack(seconds: float) -> None:
     """A storage freed, reallocated or replaced by a finalizer at any point of a
-    one-call pack of tensors read directly (and of small ones, concatenated): each
+    one-call pack or pad of tensors read directly (and of small ones, concatenated): each
     mutated sample is its old version, its new one, the new data cut to the old
     length, or a ValueError naming it; the others are exact."""
     def unpacked(batch):
         return [t.clone() for t in torch.nn.utils.rnn.unpack_sequence(fastcollate.pack(batch))]
+
+    def unpadded(batch):
+        out, lengths = fastcollate.pad(batch, padding_value=-1, return_lengths=True)
+        assert bool((out[1, int(lengths[1]):] == -1).all()), "padding overwritten"
+        return [out[k, :int(n)].clone() for k, n in enumerate(lengths.tolist())]
 
     def verdict(out, k, mutated, length):
         s = out[k]
@@ -769,13 +774,17 @@ def finalizers_mutating_tensors_inside_pack(seconds: float) -> None:
     def large(k, v):                        # 10-22 KB: read directly
         return torch.full((small_length(k, v), 256), value_of(k, v), dtype=torch.float64)
 
-    tried = _mutated_by_finalizers(lambda: [large(k, 0) for k in range(3)], mutations,
-                                   unpacked, lambda out, k, m: verdict(out, k, m, small_length))
-    # small tensors go through torch.cat, which itself crashes on a tensor whose storage
-    # was freed under it (docs/safety.md, "Undefined"): only the other two mutations
-    tried += _mutated_by_finalizers(lambda: [small_tensor(k, 0) for k in range(3)],
-                                    mutations[1:], unpacked,
-                                    lambda out, k, m: verdict(out, k, m, small_length))
+    def check(out, k, m):
+        return verdict(out, k, m, small_length)
+
+    tried = 0
+    for call in (unpacked, unpadded):
+        tried += _mutated_by_finalizers(lambda: [large(k, 0) for k in range(3)], mutations,
+                                        call, check)
+        # small tensors go through torch.cat, which itself crashes on a tensor whose
+        # storage was freed under it (docs/safety.md, "Undefined"): the other mutations
+        tried += _mutated_by_finalizers(lambda: [small_tensor(k, 0) for k in range(3)],
+                                        mutations[1:], call, check)
     assert tried > 20, tried
 
 
