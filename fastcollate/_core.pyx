@@ -1448,9 +1448,11 @@ cdef _StorageReads _read_sources(_TensorReads rd, list own, tensor_type, dtype,
     declined or the storages are of several types."""
     cdef Py_ssize_t i
     cdef object storage_type = None
+    cdef bint complex_ = dtype.is_complex
+    cdef int64_t itemsize = dtype.itemsize
     for i in range(len(own)):
-        offs[i] = _read_source(rd, own[i], tensor_type, dtype, row, &numels[i], &lens[i],
-                               storages, i)
+        offs[i] = _read_source(rd, own[i], tensor_type, dtype, complex_, itemsize, row,
+                               &numels[i], &lens[i], storages, i)
         if offs[i] < 0:
             return None
         if i == 0:
@@ -2526,11 +2528,13 @@ cdef object _tensor_sources(seqs, tensor_type, dtype, tuple row):
     cdef list storages = [None] * B
     cdef _TensorReads rd = _tensor_reads(tensor_type)
     cdef int64_t base, nbytes, start, row_bytes = _row_bytes(dtype, row)
+    cdef int64_t itemsize = dtype.itemsize
+    cdef bint complex_ = dtype.is_complex
     cdef object st
     cdef _StorageReads sr
     for i in range(B):
-        start = _read_source(rd, seqs[i], tensor_type, dtype, row, NULL, &lens[i],
-                             storages, i)
+        start = _read_source(rd, seqs[i], tensor_type, dtype, complex_, itemsize, row,
+                             NULL, &lens[i], storages, i)
         if start < 0:
             return None
         st = <object>PyList_GET_ITEM(storages, i)
@@ -2555,9 +2559,9 @@ cdef inline int64_t _row_bytes(dtype, tuple row) except -1:
     return b
 
 
-cdef int64_t _read_source(_TensorReads rd, object t, tensor_type, dtype, tuple row,
-                          const int64_t* numel, int64_t* n, list storages,
-                          Py_ssize_t i) except -2:
+cdef int64_t _read_source(_TensorReads rd, object t, tensor_type, dtype, bint complex_,
+                          int64_t itemsize, tuple row, const int64_t* numel, int64_t* n,
+                          list storages, Py_ssize_t i) except -2:
     """The checks of :func:`tensor_sources` on sample ``i`` (``t``): an exact
     ``tensor_type`` of ``dtype`` and trailing shape ``row``, on the CPU, without grad,
     contiguous, neither a negative nor a conjugate view. Sets ``n[0]`` to its length and
@@ -2584,10 +2588,10 @@ cdef int64_t _read_source(_TensorReads rd, object t, tensor_type, dtype, tuple r
         n[0] = <object>PyTuple_GET_ITEM(shape, 0)
     if (rd.dtype.get(t) is not dtype or not rd.is_cpu.get(t) or rd.requires_grad.get(t)
             or not rd.is_contiguous.get(t) or rd.is_neg.get(t)
-            or (dtype.is_complex and rd.is_conj.get(t))):
+            or (complex_ and rd.is_conj.get(t))):
         return -1   # conjugate/negative views: their memory is not their value
     storages[i] = rd.untyped_storage.get(t)
-    return <int64_t>rd.storage_offset.get(t) * <int64_t>dtype.itemsize
+    return <int64_t>rd.storage_offset.get(t) * itemsize
 
 
 cdef inline int _check_extent(Py_ssize_t i, int64_t base, int64_t nbytes, int64_t start,
