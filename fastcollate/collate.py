@@ -390,13 +390,17 @@ def _may_have_one_length(column: Sequence[Any]) -> bool:
     """Whether the arrays/tensors of a column may all have one length (then the general
     path decides whether to stack them); False only when they surely do not. Three
     samples' lengths tell most ragged batches apart; only when they agree is every
-    length read."""
+    length read: at C speed for exact tensors and arrays (``_core.one_leading_length``,
+    ~70 ns per tensor against ~400 for ``len()``), else with ``len()``."""
     try:
+        one = _core.one_leading_length(column, torch.Tensor)   # tensors/arrays: C speed
+        if one is not None:
+            return one
         if len({len(column[0]), len(column[len(column) // 2]), len(column[-1])}) > 1:
             return False
         return len(set(map(len, column))) == 1
-    except Exception:   # a 0-d sample, a len() that raises: the general path names it
-        return True
+    except Exception:   # a 0-d sample, a len() or shape that raises (nested tensors):
+        return True     # the general path names it
 
 
 def _rows_of(x: Any) -> Tuple[Optional[torch.dtype], Tuple[int, ...]]:

@@ -296,3 +296,43 @@ def test_with_ragged_fields_named_a_tuple_of_numbers_is_a_record_not_a_sequence(
     # without ragged=, a flat tuple of numbers stays a bare sequence
     q = fastcollate.PackedCollate()([sample])
     assert torch.equal(q.data, torch.tensor(list(sample), dtype=q.data.dtype))
+
+
+_LEADING = st.lists(st.tuples(st.sampled_from(["tensor", "array", "1-D tensor", "0-d",
+                                               "strided", "list", "subclass"]),
+                              st.integers(0, 5)), min_size=1, max_size=12)
+
+
+class _SubTensor(torch.Tensor):
+    pass
+
+
+def _leading_sample(kind, n):
+    return {"tensor": lambda: torch.zeros(n, 3), "array": lambda: np.zeros((n, 2)),
+            "1-D tensor": lambda: torch.arange(n), "0-d": lambda: torch.tensor(1.0),
+            "strided": lambda: torch.zeros(n, 4)[:, ::2], "list": lambda: [0] * n,
+            "subclass": lambda: torch.zeros(n).as_subclass(_SubTensor)}[kind]()
+
+
+@settings(max_examples=300, deadline=None)
+@given(_LEADING)
+def test_one_leading_length_matches_reading_every_length(spec):
+    """_core.one_leading_length: whether the exact tensors/arrays of a column all have
+    the same leading length (False once two differ), None when it meets anything else
+    first (the caller's Python check then decides, 0-d samples included)."""
+    column = [_leading_sample(k, n) for k, n in spec]
+    got = fastcollate._core.one_leading_length(column, torch.Tensor)
+    plain = [type(x) in (torch.Tensor, np.ndarray) and x.ndim >= 1 for x in column]
+    lengths = {x.shape[0] for x, p in zip(column, plain) if p}
+    if got is None:
+        assert not all(plain)
+    elif got:
+        assert all(plain) and len(lengths) == 1
+    else:
+        assert len(lengths) > 1
+    sized = {len(x) for x in column if getattr(x, "ndim", 1) >= 1}
+    may = fastcollate.collate._may_have_one_length(column)
+    if any(getattr(x, "ndim", 1) == 0 for x in column):
+        assert may or len(sized) > 1     # a 0-d sample: unsure unless lengths differ
+    else:
+        assert may == (len(sized) == 1)
