@@ -1135,6 +1135,29 @@ def _in_tiny_chunks(check: Callable) -> Callable:
     return run
 
 
+def _direct_reads(check: Callable) -> Callable:
+    """``check`` with every exact tensor batch that holds data read tensor by tensor
+    where it lies (the direct-read threshold at 1 byte per sample: ``pack``'s and
+    ``pad``'s one-call paths, ``tensor_sources`` in the plan) instead of only batches
+    of large samples."""
+    def run(**kw):
+        saved = packing._DIRECT_TENSOR_BYTES
+        packing._DIRECT_TENSOR_BYTES = 1
+        _set_direct_bytes(1)
+        try:
+            check(**kw)
+        finally:
+            packing._DIRECT_TENSOR_BYTES = saved
+            _set_direct_bytes(saved)
+    run.__name__ = check.__name__ + "_direct"
+    return run
+
+
+def _set_direct_bytes(n: int) -> None:
+    _core.set_packed_factories(torch.from_numpy, torch.nn.utils.rnn.PackedSequence,
+                               packing._NP_TO_TORCH, torch.Tensor, torch.cat, n)
+
+
 TARGETS: Dict[str, Tuple[Callable, Dict[str, Any]]] = {
     "pack": (check_pack, dict(batch=batches(), enforce_sorted=st.booleans())),
     "pad": (check_pad, dict(batch=batches(), batch_first=st.booleans(),
@@ -1151,6 +1174,11 @@ TARGETS: Dict[str, Tuple[Callable, Dict[str, Any]]] = {
     "collate_chunks": (_in_tiny_chunks(check_collate), dict(
         batch=batches(tensors=True), structure=st.sampled_from(["tuple", "dict"]),
         mode=st.sampled_from(["pack", "pad"]))),
+    "pack_direct": (_direct_reads(check_pack), dict(batch=batches(tensors=True),
+                                                    enforce_sorted=st.booleans())),
+    "pad_direct": (_direct_reads(check_pad), dict(
+        batch=batches(tensors=True), batch_first=st.booleans(), value=st.sampled_from([0, 1, -1, 2.5]),
+        side=st.sampled_from(["right", "left"]), multiple=st.sampled_from([None, 8]))),
     "flatten": (check_flatten, dict(batch=batches(),
                                     offsets_dtype=st.sampled_from([torch.int32, torch.int64]))),
     "sort_lengths": (check_sort_lengths, dict(lengths=HOSTILE_LENGTHS,
@@ -1173,7 +1201,7 @@ TARGETS: Dict[str, Tuple[Callable, Dict[str, Any]]] = {
 }
 # examples per target in the default (CI) run
 CI_EXAMPLES = {"pack": 150, "pad": 120, "flatten": 100, "collate": 80, "pack_chunks": 80,
-               "pad_chunks": 80, "collate_chunks": 60, "sort_lengths": 150, "scatter": 200,
+               "pad_chunks": 80, "collate_chunks": 60, "pack_direct": 80, "pad_direct": 80, "sort_lengths": 150, "scatter": 200,
                "pad_scatter": 200, "list_readers": 200, "write_plan": 60, "sampler": 100,
                "padding_efficiency": 100}
 
