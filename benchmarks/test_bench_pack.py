@@ -112,3 +112,32 @@ def test_windows_numpy_floor_concatenate(benchmark):
     batch = _windows()
     benchmark.group = "pack-windows-numpy"
     benchmark(np.concatenate, batch)
+
+
+# The direct read of each tensor against the concatenation (torch.cat, then one
+# scatter), each forced, around the direct-read threshold (packing._DIRECT_TENSOR_BYTES,
+# 10 KB per sample): B=256 samples of 320 B rows averaging 2-32 KB, with torch.cat of
+# the same batch as the floor. pack() should take the faster of the two.
+THRESHOLD_KB = [2, 4, 8, 16, 32]
+
+
+def _threshold_batch(kb):
+    rng = np.random.default_rng(kb)
+    mean = kb * 1024 // 320
+    lengths = rng.integers(max(1, mean // 2), mean * 3 // 2 + 1, size=256)
+    return [torch.from_numpy(rng.standard_normal((int(n), 80)).astype(np.float32))
+            for n in lengths]
+
+
+@pytest.mark.parametrize("kb", THRESHOLD_KB)
+@pytest.mark.parametrize("path", ["direct", "concatenated", "floor_cat"])
+def test_tensor_path_around_the_threshold(benchmark, kb, path):
+    batch = _threshold_batch(kb)
+    benchmark.group = f"pack-tensor-paths-{kb}KB"
+    if path == "floor_cat":
+        benchmark(torch.cat, batch)
+        return
+    direct_bytes = 0 if path == "direct" else 1 << 40
+    packed = benchmark(fastcollate._core.pack_tensors, batch, torch.Tensor, torch.cat,
+                       direct_bytes)
+    assert packed is not None and packed[0].shape[0] == sum(len(t) for t in batch)
