@@ -852,8 +852,16 @@ def wrap_packed(data: torch.Tensor, plan: Plan) -> PackedSequence:
     return PackedSequence._make((data, torch.from_numpy(plan.batch_sizes), si, ui))
 
 
-_core.set_packed_factories(torch.from_numpy, PackedSequence, _NP_TO_TORCH, torch.Tensor,
-                           torch.cat, _DIRECT_TENSOR_BYTES)
+def _set_direct_tensor_bytes(n: int) -> None:
+    """Set the direct-read threshold (bytes per sample) here and in the kernels'
+    one-call paths (the fuzzer drops it to 1 to read every tensor batch directly)."""
+    global _DIRECT_TENSOR_BYTES
+    _DIRECT_TENSOR_BYTES = n
+    _core.set_packed_factories(torch.from_numpy, PackedSequence, _NP_TO_TORCH, torch.Tensor,
+                               torch.cat, n)
+
+
+_set_direct_tensor_bytes(_DIRECT_TENSOR_BYTES)
 _mode_enabled = torch._C._is_torch_function_mode_enabled
 
 

@@ -521,7 +521,10 @@ def _must_fail(batch: Batch, call: Callable[[], Any]) -> None:
 def check_pack(batch: Batch, enforce_sorted: bool) -> None:
     B = len(batch.samples)
     if enforce_sorted:
-        batch.samples.sort(key=lambda s: -(s.ref.shape[0] if s.ref is not None and s.ref.dim() else 0))
+        def length(s: Sample) -> int:   # with an explicit dtype, as pack reads it
+            r = _explicit_ref(s, batch.dtype)
+            return r.shape[0] if r is not None and r.dim() else 0
+        batch.samples.sort(key=lambda s: -length(s))
     refs, dtypes, maybe = _expected(batch, need_nonempty=True)
     call = lambda: fastcollate.pack(batch.objs, dtype=batch.dtype,  # noqa: E731
                                     enforce_sorted=enforce_sorted)
@@ -1142,20 +1145,13 @@ def _direct_reads(check: Callable) -> Callable:
     of large samples."""
     def run(**kw):
         saved = packing._DIRECT_TENSOR_BYTES
-        packing._DIRECT_TENSOR_BYTES = 1
-        _set_direct_bytes(1)
+        packing._set_direct_tensor_bytes(1)
         try:
             check(**kw)
         finally:
-            packing._DIRECT_TENSOR_BYTES = saved
-            _set_direct_bytes(saved)
+            packing._set_direct_tensor_bytes(saved)
     run.__name__ = check.__name__ + "_direct"
     return run
-
-
-def _set_direct_bytes(n: int) -> None:
-    _core.set_packed_factories(torch.from_numpy, torch.nn.utils.rnn.PackedSequence,
-                               packing._NP_TO_TORCH, torch.Tensor, torch.cat, n)
 
 
 TARGETS: Dict[str, Tuple[Callable, Dict[str, Any]]] = {
@@ -1201,9 +1197,9 @@ TARGETS: Dict[str, Tuple[Callable, Dict[str, Any]]] = {
 }
 # examples per target in the default (CI) run
 CI_EXAMPLES = {"pack": 150, "pad": 120, "flatten": 100, "collate": 80, "pack_chunks": 80,
-               "pad_chunks": 80, "collate_chunks": 60, "pack_direct": 80, "pad_direct": 80, "sort_lengths": 150, "scatter": 200,
-               "pad_scatter": 200, "list_readers": 200, "write_plan": 60, "sampler": 100,
-               "padding_efficiency": 100}
+               "pad_chunks": 80, "collate_chunks": 60, "pack_direct": 80, "pad_direct": 80,
+               "sort_lengths": 150, "scatter": 200, "pad_scatter": 200, "list_readers": 200,
+               "write_plan": 60, "sampler": 100, "padding_efficiency": 100}
 
 
 class ExampleTimeout(Exception):

@@ -36,3 +36,17 @@ def test_fuzz_target_keeps_the_contract(target):
             if proc.returncode < 0 or proc.returncode == -999:
                 msg += f"\n--- the example running when it died ---\n{running[:4000]}"
             pytest.fail(msg, pytrace=False)
+
+
+def test_pack_target_sorts_the_samples_an_explicit_dtype_makes_valid():
+    """A list beyond int64 is at fault by itself but fine with dtype=torch.bool (as in
+    torch.tensor): enforce_sorted=True must sort it by that length, not as empty (a
+    harness bug the sanitized CI run found: it handed pack an unsorted batch)."""
+    import torch
+
+    from fuzz import Batch, Sample, check_pack
+    batch = Batch(samples=[Sample([1, 2**63], "list", None, "huge_int"),
+                           Sample(torch.tensor([False]), "tensor", torch.tensor([False]))],
+                  dtype=torch.bool, row=())
+    check_pack(batch, enforce_sorted=True)
+    assert [len(s.obj) for s in batch.samples] == [2, 1]
