@@ -2532,6 +2532,10 @@ cdef object _tensor_sources(seqs, tensor_type, dtype, tuple row):
     cdef bint complex_ = dtype.is_complex
     cdef object st
     cdef _StorageReads sr
+    # Each storage's extent is read and checked right after its tensor, not in a pass
+    # after all of them as _resolve_sources does: a storage shrunk under its tensor
+    # raises here, naming the sample, before a later sample's refusal (None) can hand
+    # the batch to torch.cat, which crashes on such a tensor.
     for i in range(B):
         start = _read_source(rd, seqs[i], tensor_type, dtype, complex_, itemsize, row,
                              NULL, &lens[i], storages, i)
