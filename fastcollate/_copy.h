@@ -534,6 +534,15 @@ static void fc_bulk_zero(char *dst, size_t n, int stream)
         }                                                                               \
     }
 
+/* M(TYPE) for the element type of a narrow row of rb (1, 2, 4 or 8) bytes */
+#define FC_BY_NARROW_ROW(M, rb)                                                         \
+    switch (rb) {                                                                       \
+    case 1: M(uint8_t) break;                                                           \
+    case 2: M(fc_u16u) break;                                                           \
+    case 4: M(fc_u32u) break;                                                           \
+    case 8: M(fc_u64u) break;                                                           \
+    }
+
 /* fc_pad_tm_narrow's tile [t0, t1) of a group with data in few samples: only their
  * data, element by element (the padding is written around it). */
 #define FC_PAD_TM_DATA(TYPE)                                                            \
@@ -647,12 +656,7 @@ static int fc_pad_tm_narrow(char *out, const char *const *srcs, const int64_t *l
             run = r0 + n;
             if (small) {
                 int64_t ta = t0, tb = t1;
-                switch (rb) {
-                case 1: FC_PAD_TM_ELEMS(uint8_t) break;
-                case 2: FC_PAD_TM_ELEMS(fc_u16u) break;
-                case 4: FC_PAD_TM_ELEMS(fc_u32u) break;
-                case 8: FC_PAD_TM_ELEMS(fc_u64u) break;
-                }
+                FC_BY_NARROW_ROW(FC_PAD_TM_ELEMS, rb)
                 continue;
             }
             /* each sample's run (no branch per sample: which of the three is data) */
@@ -682,22 +686,12 @@ static int fc_pad_tm_narrow(char *out, const char *const *srcs, const int64_t *l
         /* the sparse groups' data, over the padding just written */
         for (int64_t q = 0; q < nsparse; q++) {
             int64_t r0 = sparse[q] * FC_TR, n = B - r0 < FC_TR ? B - r0 : FC_TR;
-            switch (rb) {
-            case 1: FC_PAD_TM_DATA(uint8_t) break;
-            case 2: FC_PAD_TM_DATA(fc_u16u) break;
-            case 4: FC_PAD_TM_DATA(fc_u32u) break;
-            case 8: FC_PAD_TM_DATA(fc_u64u) break;
-            }
+            FC_BY_NARROW_ROW(FC_PAD_TM_DATA, rb)
         }
     }
     {   /* the steps past the last whole tile, every sample */
         int64_t r0 = 0, n = B, ta = tiled, tb = T;
-        switch (rb) {
-        case 1: FC_PAD_TM_ELEMS(uint8_t) break;
-        case 2: FC_PAD_TM_ELEMS(fc_u16u) break;
-        case 4: FC_PAD_TM_ELEMS(fc_u32u) break;
-        case 8: FC_PAD_TM_ELEMS(fc_u64u) break;
-        }
+        FC_BY_NARROW_ROW(FC_PAD_TM_ELEMS, rb)
     }
     free(offs);
     return 0;
@@ -791,12 +785,7 @@ static int fc_pad_tm_groups(char *out, const char *const *srcs, const int64_t *l
             if (lens[r0 + k] > lmax) lmax = lens[r0 + k];
         }
         int64_t lo = left ? T - lmax : m, hi = left ? T - m : lmax;    /* output steps */
-        switch (row_bytes) {
-        case 1: FC_PAD_TM_REST(uint8_t) break;
-        case 2: FC_PAD_TM_REST(fc_u16u) break;
-        case 4: FC_PAD_TM_REST(fc_u32u) break;
-        case 8: FC_PAD_TM_REST(fc_u64u) break;
-        }
+        FC_BY_NARROW_ROW(FC_PAD_TM_REST, row_bytes)
     }
     free(offs);
     return 0;
