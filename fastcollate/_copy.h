@@ -700,41 +700,36 @@ static int fc_pad_tm_narrow(char *out, const char *const *srcs, const int64_t *l
 
 /* fc_pad_tm_groups' rest of a group (samples r0..r0+n-1) over output steps
  * [lo, hi): ord[] holds the group's samples by length, longest first, so the samples
- * with data at a step are its first `live` ones (past the common steps, sample k has
- * data at step t while L_k > u, u = t for right padding and T - 1 - t for left). */
+ * with data at step t are its first `live` ones (those with L_k > t). */
 #define FC_PAD_TM_REST(TYPE)                                                            \
     {                                                                                   \
         int64_t live = n;                                                               \
-        for (int64_t t = left ? hi - 1 : lo; left ? t >= lo : t < hi; t += left ? -1 : 1) { \
-            int64_t u = left ? T - 1 - t : t;                                           \
-            while (live > 0 && lens[r0 + ord[live - 1]] <= u) live--;                   \
+        for (int64_t t = lo; t < hi; t++) {                                             \
+            while (live > 0 && lens[r0 + ord[live - 1]] <= t) live--;                   \
             TYPE *d = (TYPE *)out + offs[t] + r0;                                       \
             for (int64_t j = 0; j < live; j++) {                                        \
                 int k = ord[j];                                                         \
-                int64_t L = lens[r0 + k];                                               \
-                d[k] = ((const TYPE *)srcs[r0 + k])[left ? t - (T - L) : t];            \
+                d[k] = ((const TYPE *)srcs[r0 + k])[t];                                 \
             }                                                                           \
         }                                                                               \
     }
 
-/* Time-major padding of narrow rows (4 or 8 bytes, every source given) on the right,
- * group by group (fc_pad_tm_narrow takes the others: measured faster there): each
- * step's B slots are filled with the padding first (one run per step), then the
+/* Time-major padding of 4- or 8-byte rows on the right (every source given), group
+ * by group (fc_pad_tm_narrow takes the other narrow rows and left padding: measured
+ * faster there; this is faster here, tokens 256 x ~37 int64: 21 us against 23-24):
+ * each step's B slots are filled with the padding first (one run per step), then the
  * samples are written 16 at a time in input order. Over the steps where all 16 of a
- * group hold data, the register transposes of the tiled kernel write each step's 16
- * slots at once: with left padding a sample's data ends at step T, so the group's
- * common steps are its last m = min(lengths) and each source starts L - m rows in
- * (tokens, 256 x ~37 int64: 251 -> 51 us; element by element, each slot of each
- * step was its own store and each padding slot its own memset). The rest of the
- * group's data (FC_PAD_TM_REST) is then written step by step, each step's slots in
- * one run (sample by sample it was a column walk, a line fetched per element: bytes,
- * 512 x ~1000 uint8, 3.6 -> 0.35 ms; big, 8192 x ~500 int64, 22 -> 12 ms; long-tail
- * 81-104 -> 71 us). Returns -1 (nothing written) when the step table cannot be
- * allocated. */
+ * group hold data (its first m = min(lengths)), the register transposes of the tiled
+ * kernel write each step's 16 slots at once (tokens: 251 -> 51 us; element by
+ * element, each slot of each step was its own store and each padding slot its own
+ * memset). The rest of the group's data (FC_PAD_TM_REST) is then written step by
+ * step, each step's slots in one run (sample by sample it was a column walk, a line
+ * fetched per element: big, 8192 x ~500 int64, 22 -> 12 ms; long-tail 81-104 -> 71
+ * us). Returns -1 (nothing written) when the step table cannot be allocated. */
 #ifdef FC_HAVE_STREAM
 FC_CLONES
 static int fc_pad_tm_groups(char *out, const char *const *srcs, const int64_t *lens,
-                            int64_t B, int64_t ldb, int64_t T, int64_t row_bytes, int left,
+                            int64_t B, int64_t ldb, int64_t T, int64_t row_bytes,
                             const char *pad_row, int64_t pad_bytes)
 {
     int64_t *offs = (int64_t *)malloc((size_t)(T > 0 ? T : 1) * sizeof(int64_t));
@@ -745,47 +740,35 @@ static int fc_pad_tm_groups(char *out, const char *const *srcs, const int64_t *l
         if (pad_row == NULL) memset(d, 0, (size_t)(B * row_bytes));
         else fc_fill_pattern(d, pad_row, (size_t)pad_bytes, (size_t)(B * row_bytes));
     }
-    const char *sp[FC_TR];
     for (int64_t r0 = 0; r0 < B; r0 += FC_TR) {
         int64_t n = B - r0 < FC_TR ? B - r0 : FC_TR, m = T;
         for (int64_t k = 0; k < n; k++) if (lens[r0 + k] < m) m = lens[r0 + k];
-        /* common steps: output steps base..base+m-1, from source row L - m (left) or
-         * 0 (right) of each sample */
-        int64_t base = left ? T - m : 0;
-        for (int64_t k = 0; k < n; k++)
-            sp[k] = srcs[r0 + k] + (left ? lens[r0 + k] - m : 0) * row_bytes;
-        const int64_t *po = offs + base;
+        /* the common steps 0..m-1 */
+        const char *const *sp = srcs + r0;
         int64_t t = 0;
         if (n >= 2) {
-            switch (row_bytes) {
-            case 1:
-                if (n == FC_TR)
-                    for (; t + 16 <= m; t += 16)
-                        fc_t16x16_u8((const uint8_t *const *)sp, t, (uint8_t *)out, po, r0);
-                break;
-            case 2: for (; t + 8 <= m; t += 8) fc_t8xn_u16(sp, n, t, out, po, r0); break;
-            case 4: for (; t + 4 <= m; t += 4) fc_t4xn_u32(sp, n, t, out, po, r0); break;
-            case 8: for (; t + 2 <= m; t += 2) fc_t2xn_u64(sp, n, t, out, po, r0); break;
-            }
+            if (row_bytes == 4)
+                for (; t + 4 <= m; t += 4) fc_t4xn_u32(sp, n, t, out, offs, r0);
+            else
+                for (; t + 2 <= m; t += 2) fc_t2xn_u64(sp, n, t, out, offs, r0);
         }
         for (; t < m; t++)
             for (int64_t k = 0; k < n; k++)
-                memcpy(out + (po[t] + r0 + k) * row_bytes, sp[k] + t * row_bytes,
+                memcpy(out + (offs[t] + r0 + k) * row_bytes, sp[k] + t * row_bytes,
                        (size_t)row_bytes);
         /* the rest of each sample, its steps outside the common ones, step by step:
          * each step's n slots are one run of the output (sample by sample, every row
-         * would land B rows after the last, a line fetched per row: bytes 512 x
-         * ~1000 uint8 3.6 -> 0.35 ms) */
-        int64_t lmax = m;
+         * would land B rows after the last, a line fetched per row) */
+        int64_t lo = m, hi = m;
         int ord[FC_TR];                 /* the group by length, longest first */
         for (int k = 0; k < (int)n; k++) {
             int j = k;
             for (; j > 0 && lens[r0 + ord[j - 1]] < lens[r0 + k]; j--) ord[j] = ord[j - 1];
             ord[j] = k;
-            if (lens[r0 + k] > lmax) lmax = lens[r0 + k];
+            if (lens[r0 + k] > hi) hi = lens[r0 + k];
         }
-        int64_t lo = left ? T - lmax : m, hi = left ? T - m : lmax;    /* output steps */
-        FC_BY_NARROW_ROW(FC_PAD_TM_REST, row_bytes)
+        if (row_bytes == 4) FC_PAD_TM_REST(fc_u32u)
+        else FC_PAD_TM_REST(fc_u64u)
     }
     free(offs);
     return 0;
@@ -897,8 +880,8 @@ static void fc_pad(char *out, const char *const *srcs, const int64_t *lens, int6
          * group step by step (tokens, 256 x ~37 int64: 21 us, tiled 23-24); the
          * others in whole tiles (bytes, 512 x ~1000 uint8: 355 -> 190 us) */
         if (!any_null && (!left && row_bytes >= 4
-                          ? fc_pad_tm_groups(out, srcs, lens, B, ldb, T, row_bytes, left,
-                                             pad_row, pad_bytes)
+                          ? fc_pad_tm_groups(out, srcs, lens, B, ldb, T, row_bytes, pad_row,
+                                             pad_bytes)
                           : fc_pad_tm_narrow(out, srcs, lens, B, ldb, T, row_bytes, left,
                                              pad_row, pad_bytes)) == 0)
             return;
