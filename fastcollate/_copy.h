@@ -547,8 +547,8 @@ static void fc_bulk_zero(char *dst, size_t n, int stream)
  * data, element by element (the padding is written around it). */
 #define FC_PAD_TM_DATA(TYPE)                                                            \
     for (int64_t k = 0; k < n; k++) {                                                   \
-        int64_t L = lens[r0 + k], sk = left ? T - L : 0;                                \
-        int64_t a = sk > t0 ? sk : t0, b = sk + L < t1 ? sk + L : t1;                   \
+        int64_t sk = ss[r0 + k], ek = es[r0 + k];                                       \
+        int64_t a = sk > t0 ? sk : t0, b = ek < t1 ? ek : t1;                           \
         for (int64_t t = a; t < b; t++)                                                 \
             ((TYPE *)out)[po[t - t0] + r0 + k] = ((const TYPE *)srcs[r0 + k])[t - sk];  \
     }
@@ -598,14 +598,6 @@ static int fc_pad_tm_narrow(char *out, const char *const *srcs, const int64_t *l
     for (int64_t g = 0; g < groups && tiled > 0; g++) {
         gs[g] = T;
         ge[g] = 0;
-        for (int64_t i = g * FC_TR; i < B && i < (g + 1) * FC_TR; i++) {
-            /* sample i's data at output steps [ss, es) (empty: [T, T) or [0, 0)); the
-             * group's first and last + 1 (a bound: an empty sample may lower gs) */
-            ss[i] = left ? T - lens[i] : 0;
-            es[i] = ss[i] + lens[i];
-            gs[g] = ss[i] < gs[g] ? ss[i] : gs[g];
-            ge[g] = es[i] > ge[g] ? es[i] : ge[g];
-        }
         /* gf: the tiles where at most FC_PAD_TM_SPARSE of the group's samples hold
          * data. With right padding every sample's data starts at step 0, so those are
          * the tiles from the (FC_PAD_TM_SPARSE + 1)-th latest end on (t0 >= gf);
@@ -613,6 +605,12 @@ static int fc_pad_tm_narrow(char *out, const char *const *srcs, const int64_t *l
          * earliest start (t1 <= gf). */
         int64_t top[FC_PAD_TM_SPARSE + 1], m = 0;  /* the latest ends (earliest starts) */
         for (int64_t i = g * FC_TR; i < B && i < (g + 1) * FC_TR; i++) {
+            /* sample i's data at output steps [ss, es) (empty: [T, T) or [0, 0)); the
+             * group's first and last + 1 (a bound: an empty sample may lower gs) */
+            ss[i] = left ? T - lens[i] : 0;
+            es[i] = ss[i] + lens[i];
+            gs[g] = ss[i] < gs[g] ? ss[i] : gs[g];
+            ge[g] = es[i] > ge[g] ? es[i] : ge[g];
             int64_t v = left ? -ss[i] : es[i], j;
             if (lens[i] == 0 || (m > FC_PAD_TM_SPARSE && v <= top[FC_PAD_TM_SPARSE]))
                 continue;
